@@ -1,0 +1,23 @@
+"""aidetect_utils: the shared code behind the real-or-AI image detection notebooks.
+
+One concept per module:
+
+- ``images``    robust decoding of any image file into RGB uint8
+- ``data``      CIFAKE and folder-per-class sources, the decoded cache, the download
+- ``splits``    content deduplication, stratified train/val/test splits, prepared data
+- ``sidset``    the SID_Set dataset from the Hugging Face hub
+- ``transforms``torch datasets and torchvision preprocessing/augmentation
+- ``models``    model builders, including the rebuild of a saved model folder
+- ``engine``    the Accelerate training loop (early stopping, checkpoints, resume)
+- ``metrics``   classification and calibration metrics
+- ``plots``     every figure the notebooks show
+- ``artifacts`` results/<method>/metrics.json, predictions.csv and model folders
+- ``predict``   the command line ``python -m aidetect_utils.predict``
+- ``pipeline``  the papermill runner ``python -m aidetect_utils.pipeline``
+"""
+LABELS = {"REAL": 0, "FAKE": 1}
+CLASS_NAMES = ["REAL", "FAKE"]  # index = label; the positive class is FAKE (AI-generated)
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer",
+                   "dog", "frog", "horse", "ship", "truck"]
+
+__version__ = "0.1.0"

@@ -1,0 +1,273 @@
+"""Obtain CIFAKE (or any folder-per-class dataset) and decode it once into a compact cache.
+
+Sources: a folder in the Kaggle layout (``train|test/REAL|FAKE/*.jpg``), a ``.zip`` or
+``.tar(.gz)`` of it, or a download through ``kagglehub``. Class folders are matched without
+regard to case, and the human-faces layout (``Real Images`` / ``AI-Generated Images``) works too.
+A source without ``train``/``test`` folders yields split ``all`` (see ``splits.make_splits``).
+
+The cache is ``images.npy`` (N, S, S, 3 uint8, memory-mapped on load), ``manifest.csv`` (one row
+per image: id, split, label, CIFAR class parsed from the file name, sha256 of the file bytes,
+original size and mode), ``report.json`` (skipped and converted files) and ``meta.json``. It is
+written to a temporary folder and renamed into place, so an interrupted build never leaves a
+half cache; a valid cache for the same source and size makes ``build_cache`` a no-op.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tarfile
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from . import CIFAR10_CLASSES, CLASS_NAMES
+from .images import ImageError, decode_image
+from .paths import data_dir
+
+CACHE_FORMAT = 1
+KAGGLE_HANDLE = "birdy654/cifake-real-and-ai-generated-synthetic-images"
+ENV_VAR = "AIDETECT_CIFAKE"
+
+_CLASS_ALIASES = {
+    "real": 0, "real images": 0, "real_images": 0, "reals": 0,
+    "fake": 1, "fake images": 1, "fake_images": 1, "fakes": 1,
+    "ai-generated images": 1, "ai_generated_images": 1, "ai-generated": 1, "ai_generated": 1,
+    "ai generated images": 1, "synthetic": 1,
+}
+_SPLIT_ALIASES = {"train": "train", "training": "train", "test": "test", "testing": "test"}
+# CIFAKE file names carry the CIFAR-10 class: "N.jpg" is class 0, "N (k).jpg" is class k-1.
+_CIFAKE_NAME = re.compile(r"^\d+(?: \((\d+)\))?\.[A-Za-z]+$")
+
+
+class DataSourceError(RuntimeError):
+    """The dataset source is missing or not in a layout we understand (one-line message)."""
+
+
+@dataclass
+class Cache:
+    """A decoded dataset: ``images[manifest.index]`` is the image of each manifest row."""
+
+    path: Path
+    images: np.ndarray
+    manifest: pd.DataFrame
+    report: dict
+    meta: dict
+
+    def __len__(self) -> int:
+        return len(self.manifest)
+
+
+# ---------------------------------------------------------------- locating the source
+def resolve_source(data_source: str | os.PathLike | None = None, download: bool = True) -> Path:
+    """Where CIFAKE comes from: the argument, else ``$AIDETECT_CIFAKE``, else a previous
+    download under ``data/raw``, else a fresh download with kagglehub (needs internet and, for
+    Kaggle, an account token: see README)."""
+    for cand, what in ((data_source, "data_source"), (os.environ.get(ENV_VAR), ENV_VAR)):
+        if cand:
+            p = Path(cand).expanduser()
+            if not p.exists():
+                raise DataSourceError(f"{what}={cand}: no such file or folder")
+            return p.resolve()
+    previous = data_dir() / "raw" / "cifake"
+    if previous.exists():
+        return previous
+    if not download:
+        raise DataSourceError(f"CIFAKE not found: pass data_source, set {ENV_VAR}, or allow download")
+    return download_cifake(previous)
+
+
+def download_cifake(target: Path) -> Path:
+    """Download CIFAKE from Kaggle with ``kagglehub`` and link it under ``data/raw/cifake``."""
+    try:
+        import kagglehub
+        path = Path(kagglehub.dataset_download(KAGGLE_HANDLE))
+    except Exception as exc:  # noqa: BLE001 - network, auth and hub errors all end here
+        raise DataSourceError(
+            f"could not download {KAGGLE_HANDLE} from Kaggle ({type(exc).__name__}: {exc}); "
+            f"download it by hand and pass its folder or archive as data_source / {ENV_VAR}") from None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if not target.exists():
+        target.symlink_to(path, target_is_directory=True)
+    return target
+
+
+# ---------------------------------------------------------------- reading members
+def _iter_members(source: Path) -> Iterator[tuple[str, bytes | None]]:
+    """Yield ``(relative path, bytes)`` for files and ``(relative dir path + '/', None)`` for
+    folders, from a folder, a zip or a tar archive, in a stable order."""
+    name = source.name.lower()
+    if source.is_dir():
+        for root, dirs, files in os.walk(source):
+            dirs.sort()
+            rel_root = Path(root).relative_to(source)
+            yield (rel_root.as_posix() + "/", None)
+            for f in sorted(files):
+                yield ((rel_root / f).as_posix(), (Path(root) / f).read_bytes())
+    elif name.endswith(".zip"):
+        with zipfile.ZipFile(source) as zf:
+            for info in zf.infolist():
+                yield (info.filename, None if info.is_dir() else zf.read(info))
+    elif name.endswith((".tar", ".tar.gz", ".tgz")):
+        with tarfile.open(source, "r:*") as tf:
+            for m in tf:
+                if m.isdir():
+                    yield (m.name + "/", None)
+                elif m.isfile():
+                    f = tf.extractfile(m)
+                    yield (m.name, f.read() if f else b"")
+    else:
+        raise DataSourceError(f"{source}: expected a folder, a .zip or a .tar/.tar.gz archive")
+
+
+def _classify(rel: str) -> tuple[str, int] | None:
+    """(split, label) of a member from its folder names, or None when outside a class folder."""
+    parts = [p for p in rel.strip("/").split("/") if p and p != "."]
+    label, split = None, "all"
+    for i, part in enumerate(parts[:-1] if not rel.endswith("/") else parts):
+        low = part.lower()
+        if low in _SPLIT_ALIASES and label is None:
+            split = _SPLIT_ALIASES[low]
+        elif low in _CLASS_ALIASES:
+            label = _CLASS_ALIASES[low]
+    return None if label is None else (split, label)
+
+
+def cifar_class_from_name(filename: str) -> int:
+    """The CIFAR-10 class (0-9) encoded in a CIFAKE file name, or -1 when it does not parse."""
+    m = _CIFAKE_NAME.match(Path(filename).name)
+    if not m:
+        return -1
+    k = int(m.group(1)) - 1 if m.group(1) else 0
+    return k if 0 <= k < 10 else -1
+
+
+def _fingerprint(source: Path) -> dict:
+    if source.is_dir():
+        n = size = newest = 0
+        for root, _, files in os.walk(source):
+            for f in files:
+                st = os.stat(os.path.join(root, f))
+                n, size, newest = n + 1, size + st.st_size, max(newest, st.st_mtime_ns)
+        return {"path": str(source), "kind": "folder", "files": n, "bytes": size, "newest": newest}
+    st = source.stat()
+    return {"path": str(source), "kind": "archive", "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+# ---------------------------------------------------------------- the cache
+def default_cache_dir(name: str, image_size: int) -> Path:
+    return data_dir() / "cache" / f"{name}-{image_size}px"
+
+
+def load_cache(path: str | os.PathLike) -> Cache:
+    """Open a cache written by :func:`build_cache` (images memory-mapped, never pickled)."""
+    path = Path(path)
+    meta = json.loads((path / "meta.json").read_text())
+    images = np.load(path / "images.npy", mmap_mode="r", allow_pickle=False)
+    manifest = pd.read_csv(path / "manifest.csv", keep_default_na=False)
+    report = json.loads((path / "report.json").read_text())
+    return Cache(path=path, images=images, manifest=manifest, report=report, meta=meta)
+
+
+def _cache_is_valid(path: Path, fingerprint: dict, image_size: int) -> bool:
+    try:
+        meta = json.loads((path / "meta.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return (meta.get("format") == CACHE_FORMAT and meta.get("source") == fingerprint
+            and meta.get("image_size") == image_size
+            and all((path / f).exists() for f in ("images.npy", "manifest.csv", "report.json")))
+
+
+def build_cache(source: str | os.PathLike, name: str = "cifake", image_size: int = 32,
+                cache_dir: str | os.PathLike | None = None, cifar_names: bool = True,
+                force: bool = False, progress: bool = True) -> Cache:
+    """Decode every image of ``source`` once into ``cache_dir`` and return the :class:`Cache`.
+
+    Images that are not ``image_size`` square are resized (and listed in the report); files
+    that fail to decode are skipped and listed with the reason. ``cifar_names`` parses the
+    CIFAR-10 class from CIFAKE file names. Raises :class:`DataSourceError` when a class has no
+    images or a class folder is empty.
+    """
+    source = Path(source).expanduser().resolve()
+    if not source.exists():
+        raise DataSourceError(f"{source}: no such file or folder")
+    cache_path = Path(cache_dir) if cache_dir else default_cache_dir(name, image_size)
+    fingerprint = _fingerprint(source)
+    if not force and _cache_is_valid(cache_path, fingerprint, image_size):
+        return load_cache(cache_path)
+
+    t0 = time.perf_counter()
+    rows, arrays, skipped, converted = [], [], [], []
+    class_dirs: set[str] = set()
+    file_folders: set[str] = set()
+    for rel, data in tqdm(_iter_members(source), desc=f"decoding {source.name}", unit=" files",
+                          disable=not progress, mininterval=1.0):
+        where = _classify(rel)
+        if data is None:
+            if where is not None and _is_class_dir(rel.rstrip("/")):
+                class_dirs.add(rel.rstrip("/"))
+            continue
+        if where is None or Path(rel).name.startswith("."):
+            continue  # README files, licences, hidden files outside class folders
+        file_folders.add(rel.rsplit("/", 1)[0])
+        try:
+            dec = decode_image(data, name=rel, size=image_size)
+        except ImageError as exc:
+            skipped.append({"id": rel, "reason": str(exc).split(": ", 1)[-1]})
+            continue
+        split, label = where
+        if dec.notes:
+            converted.append({"id": rel, "notes": dec.notes})
+        rows.append({"id": rel, "split": split, "label": label, "label_name": CLASS_NAMES[label],
+                     "cifar_class": cifar_class_from_name(rel) if cifar_names else -1,
+                     "sha256": hashlib.sha256(data).hexdigest(),
+                     "orig_width": dec.orig_size[0], "orig_height": dec.orig_size[1],
+                     "orig_mode": dec.orig_mode})
+        arrays.append(dec.array)
+
+    empty = sorted(d for d in class_dirs
+                   if not any(f == d or f.startswith(d + "/") for f in file_folders))
+    if empty:
+        raise DataSourceError(f"{source}: empty class folder {empty[0]!r} (no files inside)")
+    found = {r["label"] for r in rows}
+    for label, cname in enumerate(CLASS_NAMES):
+        if label not in found:
+            raise DataSourceError(
+                f"{source}: no readable {cname} images; expected class folders named REAL/FAKE "
+                "(any case) or 'Real Images'/'AI-Generated Images'"
+                + (f" ({len(skipped)} files could not be decoded)" if skipped else ""))
+
+    manifest = pd.DataFrame(rows)
+    manifest.insert(0, "index", np.arange(len(manifest)))
+    manifest["cifar_class_name"] = [CIFAR10_CLASSES[c] if c >= 0 else "" for c in manifest["cifar_class"]]
+    report = {"n_images": len(manifest), "n_skipped": len(skipped), "n_converted": len(converted),
+              "skipped": skipped, "converted": converted[:1000]}
+    meta = {"format": CACHE_FORMAT, "name": name, "source": fingerprint, "image_size": image_size,
+            "build_seconds": round(time.perf_counter() - t0, 2),
+            "counts": manifest.groupby(["split", "label_name"]).size().rename("n").reset_index()
+                              .to_dict(orient="records")}
+
+    tmp = cache_path.with_name(cache_path.name + f".tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    np.save(tmp / "images.npy", np.stack(arrays).astype(np.uint8), allow_pickle=False)
+    manifest.to_csv(tmp / "manifest.csv", index=False)
+    (tmp / "report.json").write_text(json.dumps(report, indent=1))
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=1))  # written last: marks completeness
+    if cache_path.exists():
+        shutil.rmtree(cache_path)
+    os.replace(tmp, cache_path)
+    return load_cache(cache_path)
+
+
+def _is_class_dir(rel_dir: str) -> bool:
+    return Path(rel_dir).name.lower() in _CLASS_ALIASES

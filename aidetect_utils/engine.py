@@ -1,0 +1,267 @@
+"""One training loop for every method: 🤗 Accelerate underneath, so the same code runs on a
+CPU, one GPU (bf16 autocast) or several GPUs with ``accelerate launch``.
+
+What :func:`fit` adds to a plain loop, and why:
+
+- progress bars (``tqdm.auto``: a widget in Jupyter, text under papermill);
+- early stopping on a monitored validation metric, with patience;
+- the best weights by that metric saved to ``checkpoints/best`` and restored at the end;
+- the last epoch saved to ``checkpoints/last`` (weights, optimizer, scheduler, history), so an
+  interrupted run resumes where it stopped, and a finished run re-run is a no-op that reloads
+  its result (nothing is trained twice for the same configuration);
+- per-epoch history (``history.json``) and per-batch losses (``history_batches.csv``);
+- seeding per epoch, so a resumed run reproduces the uninterrupted one on a CPU.
+
+Weights are written with safetensors; optimizer/scheduler states with ``torch.save`` and read
+back with ``torch.load(weights_only=True)``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from safetensors.torch import load_model, save_model
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 3
+    patience: int | None = None       # epochs without improvement before stopping (None: never)
+    monitor: str = "val_loss"         # "val_loss" (lower is better) or "val_acc" (higher)
+    seed: int = 42
+    grad_clip: float | None = None
+    mixed_precision: str = "auto"     # "auto": bf16 on a GPU that has it, else full precision
+    restore_best: bool = True
+
+
+@dataclass
+class History:
+    epochs: list[dict] = field(default_factory=list)
+    batches: list[dict] = field(default_factory=list)
+    best_epoch: int | None = None
+    best_value: float | None = None
+    stopped_early: bool = False
+    resumed_from: int | None = None   # epoch a run was resumed after (None: fresh or reloaded)
+    reloaded: bool = False            # True: a finished run with this configuration was reloaded
+
+    @property
+    def train_seconds(self) -> float:
+        return float(sum(e["seconds"] for e in self.epochs))
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.epochs)
+
+
+def make_loader(dataset: Dataset, batch_size: int, shuffle: bool = False, num_workers: int = 0) -> DataLoader:
+    """A DataLoader whose shuffling follows torch's global RNG (seeded per epoch by :func:`fit`)."""
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
+                      drop_last=False, persistent_workers=num_workers > 0)
+
+
+def make_accelerator(mixed_precision: str = "auto") -> Accelerator:
+    if mixed_precision == "auto":
+        mixed_precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    return Accelerator(mixed_precision=mixed_precision)
+
+
+def logits_of(output) -> torch.Tensor:
+    """Logits from a plain tensor or a Hugging Face ``ModelOutput``."""
+    return output.logits if hasattr(output, "logits") else output
+
+
+def prob_fake_from_logits(logits: torch.Tensor) -> torch.Tensor:
+    """P(FAKE) from one logit per image (sigmoid) or two logits [REAL, FAKE] (softmax)."""
+    logits = logits.float()
+    if logits.ndim == 1 or logits.shape[-1] == 1:
+        return torch.sigmoid(logits.reshape(-1))
+    return torch.softmax(logits, dim=-1)[:, 1]
+
+
+def default_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy for two logits, binary cross-entropy (with logits) for one."""
+    if logits.ndim == 1 or logits.shape[-1] == 1:
+        return nn.functional.binary_cross_entropy_with_logits(logits.reshape(-1).float(), labels.float())
+    return nn.functional.cross_entropy(logits.float(), labels)
+
+
+def _fingerprint(model: nn.Module, config: TrainConfig, optimizer, n_train: int, extra) -> str:
+    shapes = [(n, tuple(p.shape), p.requires_grad) for n, p in model.named_parameters()]
+    opt = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+    payload = json.dumps([asdict(config), shapes, repr(opt), n_train, extra], default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _save_state(path: Path, model, optimizer, scheduler, history: History, state: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_model(model, str(tmp / "model.safetensors"))
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    if scheduler is not None:
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+    (tmp / "state.json").write_text(json.dumps({**state, "history": asdict(history)}, default=float))
+    shutil.rmtree(path, ignore_errors=True)
+    tmp.rename(path)
+
+
+def _improved(value: float, best: float | None, monitor: str) -> bool:
+    if best is None:
+        return True
+    return value < best if monitor == "val_loss" else value > best
+
+
+def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader, optimizer,
+        out_dir: str | Path, config: TrainConfig | None = None, scheduler=None,
+        loss_fn: Callable = default_loss, resume: bool = True, desc: str = "train",
+        fingerprint_extra=None, on_epoch_end: Callable[[int, dict], None] | None = None) -> History:
+    """Train ``model`` and return its :class:`History` (see the module docstring).
+
+    ``scheduler``: stepped once per epoch; a ``ReduceLROnPlateau`` is stepped with the monitored
+    value. ``on_epoch_end(epoch, row)`` is called after each epoch's checkpoint is written.
+    """
+    config = config or TrainConfig()
+    if config.monitor not in ("val_loss", "val_acc"):
+        raise ValueError(f"monitor must be 'val_loss' or 'val_acc', got {config.monitor!r}")
+    out_dir = Path(out_dir)
+    ckpt_last, ckpt_best = out_dir / "checkpoints" / "last", out_dir / "checkpoints" / "best"
+    accelerator = make_accelerator(config.mixed_precision)
+    fp = _fingerprint(model, config, optimizer, len(train_loader.dataset), fingerprint_extra)
+
+    history, start_epoch, bad_epochs = History(), 1, 0
+    state_file = ckpt_last / "state.json"
+    if resume and state_file.exists():
+        saved = json.loads(state_file.read_text())
+        if saved.get("fingerprint") == fp:
+            load_model(model, str(ckpt_last / "model.safetensors"))
+            optimizer.load_state_dict(torch.load(ckpt_last / "optimizer.pt", weights_only=True))
+            if scheduler is not None and (ckpt_last / "scheduler.pt").exists():
+                scheduler.load_state_dict(torch.load(ckpt_last / "scheduler.pt", weights_only=True))
+            history = History(**{k: v for k, v in saved["history"].items()})
+            start_epoch, bad_epochs = saved["epoch"] + 1, saved["bad_epochs"]
+            finished = saved.get("finished", False)
+            history.resumed_from, history.reloaded = (None, True) if finished else (saved["epoch"], False)
+            if finished:
+                start_epoch = config.epochs + 1
+        else:
+            print(f"[engine] checkpoint in {ckpt_last} is for another configuration: training afresh")
+
+    model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
+    plateau = isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+
+    for epoch in range(start_epoch, config.epochs + 1):
+        set_seed(config.seed + epoch)  # shuffling, dropout and augmentation of this epoch
+        t0 = time.perf_counter()
+        model.train()
+        tot_loss = tot_correct = tot_n = 0.0
+        bar = tqdm(train_loader, desc=f"{desc} epoch {epoch}/{config.epochs}", leave=False, mininterval=1.0)
+        for step, (x, y) in enumerate(bar):
+            with accelerator.autocast():
+                logits = logits_of(model(x))
+                loss = loss_fn(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            accelerator.backward(loss)
+            if config.grad_clip:
+                accelerator.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            n = len(y)
+            pred = (prob_fake_from_logits(logits.detach()) > 0.5).long()
+            tot_loss += loss.item() * n
+            tot_correct += (pred == y).sum().item()
+            tot_n += n
+            history.batches.append({"epoch": epoch, "step": step, "loss": loss.item()})
+            bar.set_postfix(loss=f"{tot_loss / tot_n:.4f}")
+        val = evaluate_loss(model, val_loader, loss_fn, accelerator)
+        lr = optimizer.param_groups[0]["lr"]
+        monitored = val[config.monitor.removeprefix("val_")]
+        if scheduler is not None:
+            scheduler.step(monitored) if plateau else scheduler.step()
+        row = {"epoch": epoch, "train_loss": tot_loss / tot_n, "train_acc": tot_correct / tot_n,
+               "val_loss": val["loss"], "val_acc": val["acc"], "lr": lr,
+               "seconds": time.perf_counter() - t0}
+        history.epochs.append(row)
+        if _improved(monitored, history.best_value, config.monitor):
+            history.best_epoch, history.best_value, bad_epochs = epoch, float(monitored), 0
+            ckpt_best.mkdir(parents=True, exist_ok=True)
+            save_model(accelerator.unwrap_model(model), str(ckpt_best / "model.safetensors"))
+        else:
+            bad_epochs += 1
+        stop = config.patience is not None and bad_epochs >= config.patience
+        history.stopped_early = stop and epoch < config.epochs
+        finished = stop or epoch == config.epochs
+        _save_state(ckpt_last, accelerator.unwrap_model(model), optimizer, scheduler, history,
+                    {"epoch": epoch, "bad_epochs": bad_epochs, "fingerprint": fp, "finished": finished})
+        print(f"{desc} epoch {epoch}/{config.epochs}: train_loss {row['train_loss']:.4f} "
+              f"acc {row['train_acc']:.4f} | val_loss {row['val_loss']:.4f} acc {row['val_acc']:.4f} "
+              f"| lr {lr:.2e} | {row['seconds']:.1f}s" + ("  *best*" if history.best_epoch == epoch else ""))
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, row)
+        if stop:
+            print(f"{desc}: early stop after epoch {epoch} (no {config.monitor} improvement "
+                  f"for {config.patience} epochs)")
+            break
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "history.json").write_text(json.dumps(history.epochs, indent=1))
+    pd.DataFrame(history.batches).to_csv(out_dir / "history_batches.csv", index=False)
+    if config.restore_best and (ckpt_best / "model.safetensors").exists():
+        load_model(accelerator.unwrap_model(model), str(ckpt_best / "model.safetensors"))
+    if history.reloaded:
+        print(f"{desc}: reloaded the finished run in {out_dir} (delete its checkpoints/ to retrain)")
+    return history
+
+
+@torch.no_grad()
+def evaluate_loss(model: nn.Module, loader: DataLoader, loss_fn: Callable = default_loss,
+                  accelerator: Accelerator | None = None) -> dict:
+    """Mean loss and accuracy over ``loader`` (model in eval mode)."""
+    model.eval()
+    tot_loss = tot_correct = tot_n = 0.0
+    for x, y in loader:
+        if accelerator is None:
+            x, y = x.to(_device(model)), y.to(_device(model))
+        logits = logits_of(model(x))
+        if accelerator is not None:
+            logits, y = accelerator.gather_for_metrics((logits, y))
+        tot_loss += loss_fn(logits, y).item() * len(y)
+        tot_correct += ((prob_fake_from_logits(logits) > 0.5).long() == y).sum().item()
+        tot_n += len(y)
+    return {"loss": tot_loss / max(tot_n, 1), "acc": tot_correct / max(tot_n, 1)}
+
+
+def _device(model: nn.Module) -> torch.device:
+    try:
+        return next(model.parameters()).device
+    except StopIteration:
+        return torch.device("cpu")
+
+
+@torch.no_grad()
+def predict_proba(model: nn.Module, loader: DataLoader, desc: str = "predict") -> tuple[np.ndarray, float]:
+    """P(FAKE) for every image of ``loader`` in order, and the wall seconds it took."""
+    model.eval()
+    device = _device(model)
+    out = []
+    t0 = time.perf_counter()
+    for batch in tqdm(loader, desc=desc, leave=False, mininterval=1.0):
+        x = batch[0] if isinstance(batch, (list, tuple)) else batch
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            out.append(prob_fake_from_logits(logits_of(model(x.to(device)))).cpu())
+    seconds = time.perf_counter() - t0
+    probs = torch.cat(out).numpy().astype(np.float64) if out else np.zeros(0)
+    if not np.all(np.isfinite(probs)):
+        raise FloatingPointError("model produced non-finite probabilities")
+    return probs, seconds
+

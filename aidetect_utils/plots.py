@@ -1,0 +1,126 @@
+"""Every figure the notebooks show, so they look the same from one method to the next.
+
+Each function draws on a new figure (or given axes), saves it when ``save`` is a path, and
+returns the figure; the notebooks end plotting cells with ``plt.show()``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay
+
+from . import CLASS_NAMES
+
+
+def _save(fig, save):
+    if save:
+        Path(save).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(save, dpi=110, bbox_inches="tight")
+    return fig
+
+
+def sample_grid(images: np.ndarray, labels: np.ndarray, n_per_class: int = 8, seed: int = 0,
+                captions=None, save=None):
+    """Rows of REAL and FAKE examples side by side."""
+    rng = np.random.default_rng(seed)
+    fig, axes = plt.subplots(2, n_per_class, figsize=(1.4 * n_per_class, 3.3))
+    for row, label in enumerate((0, 1)):
+        idx = np.flatnonzero(labels == label)
+        pick = rng.choice(idx, size=min(n_per_class, len(idx)), replace=False)
+        for col, ax in enumerate(axes[row]):
+            ax.axis("off")
+            if col < len(pick):
+                ax.imshow(images[pick[col]], interpolation="nearest")
+                if captions is not None:
+                    ax.set_title(str(captions[pick[col]]), fontsize=7)
+        axes[row, 0].set_title(CLASS_NAMES[label], loc="left", fontsize=10, fontweight="bold")
+    fig.tight_layout()
+    return _save(fig, save)
+
+
+def mean_log_spectrum(images: np.ndarray) -> np.ndarray:
+    """Mean log-magnitude 2-D Fourier spectrum (centred) of the grayscale images."""
+    gray = images.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+    gray -= gray.mean(axis=(1, 2), keepdims=True)
+    spec = np.abs(np.fft.fftshift(np.fft.fft2(gray), axes=(1, 2)))
+    return np.log1p(spec).mean(axis=0)
+
+
+def spectra(images: np.ndarray, labels: np.ndarray, save=None):
+    """Mean spectrum of REAL, of FAKE, and their difference (what a detector can see)."""
+    real, fake = mean_log_spectrum(images[labels == 0]), mean_log_spectrum(images[labels == 1])
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
+    vmin, vmax = min(real.min(), fake.min()), max(real.max(), fake.max())
+    for ax, img, title in ((axes[0], real, "REAL: mean log spectrum"),
+                           (axes[1], fake, "FAKE: mean log spectrum")):
+        im = ax.imshow(img, cmap="magma", vmin=vmin, vmax=vmax)
+        ax.set_title(title)
+        fig.colorbar(im, ax=ax, fraction=0.046)
+    diff = fake - real
+    lim = np.abs(diff).max()
+    im = axes[2].imshow(diff, cmap="coolwarm", vmin=-lim, vmax=lim)
+    axes[2].set_title("FAKE - REAL")
+    fig.colorbar(im, ax=axes[2], fraction=0.046)
+    for ax in axes:
+        ax.set_xticks([]), ax.set_yticks([])
+    fig.tight_layout()
+    return _save(fig, save)
+
+
+def training_curves(history: pd.DataFrame | list, batches: pd.DataFrame | None = None, title: str = "",
+                    save=None):
+    """Loss and accuracy per epoch (train vs validation), and the per-batch loss if given."""
+    h = pd.DataFrame(history)
+    ncols = 3 if batches is not None and len(batches) else 2
+    fig, axes = plt.subplots(1, ncols, figsize=(4.4 * ncols, 3.4))
+    axes[0].plot(h["epoch"], h["train_loss"], "o-", label="train")
+    axes[0].plot(h["epoch"], h["val_loss"], "o-", label="validation")
+    axes[0].set(xlabel="epoch", ylabel="loss", title="loss per epoch")
+    axes[1].plot(h["epoch"], h["train_acc"], "o-", label="train")
+    axes[1].plot(h["epoch"], h["val_acc"], "o-", label="validation")
+    axes[1].set(xlabel="epoch", ylabel="accuracy", title="accuracy per epoch")
+    for ax in axes[:2]:
+        ax.legend()
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    if ncols == 3:
+        b = pd.DataFrame(batches)
+        axes[2].plot(np.arange(len(b)), b["loss"], lw=0.6, alpha=0.5, label="batch")
+        axes[2].plot(np.arange(len(b)), b["loss"].rolling(20, min_periods=1).mean(), label="rolling mean (20)")
+        axes[2].set(xlabel="batch", ylabel="loss", title="loss per batch")
+        axes[2].legend()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, save)
+
+
+def evaluation_panel(y_true, prob_fake, threshold: float = 0.5, title: str = "", save=None):
+    """Confusion matrix, ROC curve and precision-recall curve side by side."""
+    y, p = np.asarray(y_true), np.asarray(prob_fake)
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.9))
+    ConfusionMatrixDisplay.from_predictions(y, (p >= threshold).astype(int), labels=[0, 1],
+                                            display_labels=CLASS_NAMES, ax=axes[0], colorbar=False,
+                                            cmap="Blues")
+    axes[0].set_title("confusion matrix")
+    RocCurveDisplay.from_predictions(y, p, pos_label=1, ax=axes[1], name="model", plot_chance_level=True)
+    axes[1].set_title("ROC (positive = FAKE)")
+    PrecisionRecallDisplay.from_predictions(y, p, pos_label=1, ax=axes[2], name="model",
+                                            plot_chance_level=True)
+    axes[2].set_title("precision-recall (positive = FAKE)")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, save)
+
+
+def count_table_plot(table: pd.DataFrame, title: str = "", save=None):
+    """A heatmap of a count table (e.g. CIFAR class x label)."""
+    fig, ax = plt.subplots(figsize=(1 + 0.9 * table.shape[1], 0.5 + 0.4 * table.shape[0]))
+    sns.heatmap(table, annot=True, fmt="d", cmap="Greens", cbar=False, ax=ax)
+    ax.set_title(title)
+    fig.tight_layout()
+    return _save(fig, save)

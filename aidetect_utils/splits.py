@@ -1,0 +1,174 @@
+"""Deduplication, stratified splits, and the prepared data every method notebook reads.
+
+CIFAKE's FAKE half contains byte-identical files, some of them in both train and test (a
+train-test leak). :func:`deduplicate` keeps one file per group inside a split and drops test
+files that duplicate a training file, so reported test numbers are on unseen images.
+:func:`make_splits` then draws a seeded, stratified validation set from train (and a test set
+when the source has none) and optional subsets. :func:`save_prepared` writes the result as a
+small ``splits.csv`` beside a pointer to the cache; :func:`load_prepared` gives it back.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+from .data import Cache, load_cache
+from .paths import data_dir
+
+SUBSETS = ("train", "val", "test")
+
+
+def duplicate_groups(manifest: pd.DataFrame) -> pd.DataFrame:
+    """One row per group of byte-identical files (same sha256): size, splits, labels, ids."""
+    dup = manifest[manifest.duplicated("sha256", keep=False)]
+    if dup.empty:
+        return pd.DataFrame(columns=["sha256", "size", "splits", "labels", "ids"])
+    g = dup.groupby("sha256", sort=False)
+    out = pd.DataFrame({
+        "size": g.size(),
+        "splits": g["split"].agg(lambda s: "+".join(sorted(set(s)))),
+        "labels": g["label_name"].agg(lambda s: "+".join(sorted(set(s)))),
+        "ids": g["id"].agg(list),
+    }).reset_index()
+    return out.sort_values(["size", "sha256"], ascending=[False, True], ignore_index=True)
+
+
+def deduplicate(manifest: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """Drop test files whose bytes also occur in train, and repeated files inside a split.
+
+    Returns the kept rows (original order) and a report with the counts behind each drop.
+    """
+    train_hashes = set(manifest.loc[manifest["split"] == "train", "sha256"])
+    leak = (manifest["split"] == "test") & manifest["sha256"].isin(train_hashes)
+    within = manifest.duplicated(["split", "sha256"], keep="first") & ~leak
+    groups = duplicate_groups(manifest)
+    report = {
+        "n_before": int(len(manifest)),
+        "groups_within_split": {
+            s: int(((groups["splits"] == s)).sum()) for s in sorted(manifest["split"].unique())},
+        "groups_across_splits": int(groups["splits"].str.contains(r"\+").sum()),
+        "test_dropped_as_train_duplicates": {
+            name: int(n) for name, n in manifest[leak].groupby("label_name").size().items()},
+        "dropped_within_split": {
+            f"{s}/{name}": int(n) for (s, name), n in manifest[within].groupby(["split", "label_name"]).size().items()},
+    }
+    kept = manifest[~(leak | within)].reset_index(drop=True)
+    report["n_after"] = int(len(kept))
+    return kept, report
+
+
+def _strata(df: pd.DataFrame, n_smaller: int) -> pd.Series:
+    """Stratify by label and CIFAR class when every stratum can be split (at least two rows
+    each, and at least one row per stratum on the smaller side), else by label alone."""
+    fine = df["label"].astype(str) + "_" + df["cifar_class"].astype(str)
+    if fine.value_counts().min() >= 2 and n_smaller >= fine.nunique():
+        return fine
+    return df["label"]
+
+
+def _split(df: pd.DataFrame, n_second: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Seeded stratified split of ``df`` into (rest, a part of ``n_second`` rows)."""
+    n_first = len(df) - n_second
+    return train_test_split(df, test_size=n_second, random_state=seed,
+                            stratify=_strata(df, min(n_first, n_second)))
+
+
+def _take(df: pd.DataFrame, n: int | None, seed: int) -> pd.DataFrame:
+    """A stratified subset of ``n`` rows (all rows when ``n`` is None or too large)."""
+    if n is None or n >= len(df):
+        return df
+    return _split(df, n, seed)[1]
+
+
+def make_splits(manifest: pd.DataFrame, val_fraction: float = 0.2, test_fraction: float = 0.2,
+                seed: int = 42, n_train: int | None = None, n_val: int | None = None,
+                n_test: int | None = None) -> pd.DataFrame:
+    """Assign each row a ``subset`` in train/val/test, stratified by label (and CIFAR class).
+
+    Validation comes out of ``train``; a source without a test split (split ``all``) gives up
+    ``test_fraction`` of it first. ``n_*`` then draw stratified subsets of each part.
+    """
+    df = manifest.copy()
+    if not (0 < val_fraction < 1):
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    pool = df[df["split"].isin(["train", "all"])]
+    test = df[df["split"] == "test"]
+    if test.empty:
+        pool, test = _split(pool, int(round(test_fraction * len(pool))), seed)
+    train, val = _split(pool, int(round(val_fraction * len(pool))), seed)
+    parts = {"train": _take(train, n_train, seed), "val": _take(val, n_val, seed),
+             "test": _take(test, n_test, seed)}
+    out = pd.concat([p.assign(subset=name) for name, p in parts.items()])
+    return out.sort_values("index", ignore_index=True)
+
+
+# ---------------------------------------------------------------- prepared data
+@dataclass
+class ImageSplit:
+    """Images (N, H, W, 3 uint8) with labels and ids of one subset."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    ids: np.ndarray
+    cifar_class: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class Prepared:
+    path: Path
+    cache: Cache
+    splits: pd.DataFrame
+    info: dict
+
+    def split(self, subset: str) -> ImageSplit:
+        if subset not in SUBSETS:
+            raise ValueError(f"subset must be one of {SUBSETS}, got {subset!r}")
+        rows = self.splits[self.splits["subset"] == subset]
+        idx = rows["index"].to_numpy()
+        return ImageSplit(images=np.asarray(self.cache.images[idx]), labels=rows["label"].to_numpy(),
+                          ids=rows["id"].to_numpy(), cifar_class=rows["cifar_class"].to_numpy())
+
+
+def default_prepared_dir(name: str = "cifake") -> Path:
+    return data_dir() / "prepared" / name
+
+
+def save_prepared(cache: Cache, splits: pd.DataFrame, info: dict,
+                  out_dir: str | os.PathLike | None = None, name: str = "cifake") -> Path:
+    """Write ``splits.csv`` and ``prepared.json`` (pointing at the cache) for later notebooks."""
+    out = Path(out_dir) if out_dir else default_prepared_dir(name)
+    out.mkdir(parents=True, exist_ok=True)
+    cols = ["index", "id", "subset", "label", "cifar_class", "sha256"]
+    splits[cols].to_csv(out / "splits.csv", index=False)
+    counts = splits.groupby(["subset", "label"]).size()
+    info = {**info, "cache": str(Path(cache.path).resolve()), "name": name,
+            "counts": {f"{s}/{l}": int(n) for (s, l), n in counts.items()}}
+    (out / "prepared.json").write_text(json.dumps(info, indent=1))
+    return out
+
+
+def load_prepared(path: str | os.PathLike | None = None) -> Prepared:
+    """Load what notebook 00 prepared (default ``data/prepared/cifake``)."""
+    p = Path(path) if path else default_prepared_dir()
+    if not (p / "prepared.json").exists():
+        raise FileNotFoundError(f"{p}: no prepared data; run notebooks/00_data_preparation.ipynb first")
+    info = json.loads((p / "prepared.json").read_text())
+    splits = pd.read_csv(p / "splits.csv", keep_default_na=False)
+    return Prepared(path=p, cache=load_cache(info["cache"]), splits=splits, info=info)
+
+
+def class_balance(splits: pd.DataFrame) -> pd.DataFrame:
+    """Counts per subset and label, as a small table for notebooks."""
+    t = splits.pivot_table(index="subset", columns="label", values="index", aggfunc="count", fill_value=0)
+    t.columns = [["REAL", "FAKE"][c] for c in t.columns]
+    t["total"] = t.sum(axis=1)
+    return t.reindex([s for s in SUBSETS if s in t.index])

@@ -1,0 +1,54 @@
+"""Shared fixtures: small folders of *real* CIFAKE images taken from the archive by path.
+
+The archive is found at ``$AIDETECT_CIFAKE`` or ``../shared/data/cifake.tar.gz`` beside the
+project; nothing extracted from it is ever written inside the repository.
+"""
+from __future__ import annotations
+
+import os
+import tarfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+
+def cifake_archive() -> Path:
+    cand = os.environ.get("AIDETECT_CIFAKE") or ROOT.parent / "shared" / "data" / "cifake.tar.gz"
+    p = Path(cand)
+    if not p.exists():
+        pytest.fail(f"CIFAKE archive not found at {p}: set AIDETECT_CIFAKE")
+    return p
+
+
+@pytest.fixture(scope="session")
+def cifake_members() -> dict[str, bytes]:
+    """The first 30 files of each train/test x REAL/FAKE folder of the real archive."""
+    want: dict[str, int] = {}
+    out: dict[str, bytes] = {}
+    with tarfile.open(cifake_archive(), "r:gz") as tf:
+        for m in tf:
+            if not m.isfile():
+                continue
+            folder = m.name.rsplit("/", 1)[0]
+            if want.get(folder, 0) < 30:
+                want[folder] = want.get(folder, 0) + 1
+                out[m.name] = tf.extractfile(m).read()
+            if len(want) == 4 and all(v >= 30 for v in want.values()):
+                break
+    assert len(out) == 120
+    return out
+
+
+@pytest.fixture()
+def cifake_folder(tmp_path, cifake_members) -> Path:
+    """A Kaggle-layout folder (train|test/REAL|FAKE) of 120 real CIFAKE JPEGs."""
+    root = tmp_path / "cifake"
+    for name, data in cifake_members.items():
+        p = tmp_path / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+    return root

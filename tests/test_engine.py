@@ -1,0 +1,106 @@
+"""The training loop: loss goes down, early stopping, resume after an interruption, reload."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from aidetect_utils import data, engine, transforms
+from aidetect_utils.transforms import preprocessing
+
+
+@pytest.fixture()
+def loaders(cifake_folder, tmp_path):
+    cache = data.build_cache(cifake_folder, cache_dir=tmp_path / "cache", progress=False)
+    m = cache.manifest
+    tr, va = m[m.split == "train"], m[m.split == "test"]
+    prep = preprocessing(32, mean=(0.5,) * 3, std=(0.5,) * 3)
+    ds_tr = transforms.ArrayDataset(cache.images[tr["index"].to_numpy()], tr["label"].to_numpy(),
+                                    transforms.train_transform(prep, hflip=True))
+    ds_va = transforms.ArrayDataset(cache.images[va["index"].to_numpy()], va["label"].to_numpy(),
+                                    transforms.eval_transform(prep))
+    return engine.make_loader(ds_tr, 16, shuffle=True), engine.make_loader(ds_va, 32)
+
+
+def tiny_cnn(seed=0, n_out=2):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Dropout(0.2), nn.Linear(16, n_out))
+
+
+def test_loss_goes_down_on_real_images(loaders, tmp_path):
+    tr, va = loaders
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 64), nn.ReLU(), nn.Linear(64, 2))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    h = engine.fit(model, tr, va, opt, tmp_path / "run", engine.TrainConfig(epochs=6, seed=0))
+    losses = [e["train_loss"] for e in h.epochs]
+    assert len(losses) == 6 and losses[-1] < 0.5 * losses[0]
+    assert (tmp_path / "run" / "history.json").exists()
+    assert len(json.loads((tmp_path / "run" / "history.json").read_text())) == 6
+    assert len(h.batches) == 6 * len(tr)
+
+
+def test_resume_reproduces_uninterrupted_run(loaders, tmp_path):
+    tr, va = loaders
+    cfg = engine.TrainConfig(epochs=3, seed=1, restore_best=False)
+    ref = tiny_cnn(1)
+    h_ref = engine.fit(ref, tr, va, torch.optim.Adam(ref.parameters(), lr=1e-3), tmp_path / "a", cfg)
+
+    def interrupt(epoch, row):
+        if epoch == 2:
+            raise KeyboardInterrupt
+    m = tiny_cnn(1)
+    with pytest.raises(KeyboardInterrupt):
+        engine.fit(m, tr, va, torch.optim.Adam(m.parameters(), lr=1e-3), tmp_path / "b", cfg, on_epoch_end=interrupt)
+    m2 = tiny_cnn(1)  # a fresh process would start from new weights
+    h = engine.fit(m2, tr, va, torch.optim.Adam(m2.parameters(), lr=1e-3), tmp_path / "b", cfg)
+    assert h.resumed_from == 2 and [e["epoch"] for e in h.epochs] == [1, 2, 3]
+    assert np.allclose([e["val_loss"] for e in h.epochs], [e["val_loss"] for e in h_ref.epochs], atol=1e-6)
+    for a, b in zip(ref.state_dict().values(), m2.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_finished_run_is_reloaded_not_retrained(loaders, tmp_path):
+    tr, va = loaders
+    cfg = engine.TrainConfig(epochs=2, seed=0)
+    m = tiny_cnn()
+    engine.fit(m, tr, va, torch.optim.Adam(m.parameters(), lr=1e-3), tmp_path / "r", cfg)
+    m2 = tiny_cnn(5)
+    h = engine.fit(m2, tr, va, torch.optim.Adam(m2.parameters(), lr=1e-3), tmp_path / "r", cfg)
+    assert h.reloaded and len(h.epochs) == 2
+    for a, b in zip(m.state_dict().values(), m2.state_dict().values()):
+        assert torch.equal(a, b)
+    # another configuration must not pick up that checkpoint
+    m3 = tiny_cnn()
+    h3 = engine.fit(m3, tr, va, torch.optim.Adam(m3.parameters(), lr=5e-4), tmp_path / "r", cfg)
+    assert not h3.reloaded and h3.resumed_from is None
+
+
+def test_early_stopping_and_best_checkpoint(loaders, tmp_path):
+    tr, va = loaders
+    m = tiny_cnn(n_out=1)
+    opt = torch.optim.SGD(m.parameters(), lr=0.0)  # nothing changes: no improvement after epoch 1
+    h = engine.fit(m, tr, va, opt, tmp_path / "e", engine.TrainConfig(epochs=10, patience=2, monitor="val_acc"))
+    assert [e["epoch"] for e in h.epochs] == [1, 2, 3] and h.stopped_early and h.best_epoch == 1
+    assert (tmp_path / "e" / "checkpoints" / "best" / "model.safetensors").exists()
+
+
+def test_plateau_scheduler_lowers_lr(loaders, tmp_path):
+    tr, va = loaders
+    m = tiny_cnn()
+    dummy = nn.Parameter(torch.zeros(1))      # the model itself never changes: val_acc plateaus
+    opt = torch.optim.SGD([dummy], lr=0.1)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.5, patience=0)
+    h = engine.fit(m, tr, va, opt, tmp_path / "p", engine.TrainConfig(epochs=3, monitor="val_acc"), scheduler=sched)
+    # the lr recorded is the one each epoch trained with; the plateau halves it after epochs 2, 3
+    assert [e["lr"] for e in h.epochs] == [0.1, 0.1, 0.05]
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.025)
+
+
+def test_probabilities():
+    assert torch.allclose(engine.prob_fake_from_logits(torch.tensor([0.0, 100.0])), torch.tensor([0.5, 1.0]))
+    two = engine.prob_fake_from_logits(torch.tensor([[0.0, 0.0], [0.0, np.log(3.0)]]))
+    assert torch.allclose(two, torch.tensor([0.5, 0.75]))
