@@ -94,9 +94,6 @@ def build_from_spec(spec: dict, folder=None) -> nn.Module:
     kwargs = spec.get("kwargs", {})
     if kind == "efficientnet_detector":
         return EfficientNetDetector(**kwargs)
-    if kind == "timm":
-        import timm
-        return timm.create_model(pretrained=False, **kwargs)
     if kind == "hf_image_classification":
         from transformers import AutoModelForImageClassification
         return AutoModelForImageClassification.from_pretrained(folder, use_safetensors=True)

@@ -86,3 +86,22 @@ def test_cli_exit_codes(model_dir, tmp_path, capsys):
     assert predict.main(["--model", str(tmp_path), str(tmp_path / "bad.jpg")]) == 2
     err = capsys.readouterr().err
     assert "no readable image" in err and "no such file" in err and "not a model folder" in err
+
+
+def test_hugging_face_model_folder_roundtrip(tmp_path, cifake_members):
+    """A save_pretrained folder (how the ViT notebooks save) reloads through the same path."""
+    from transformers import ViTConfig, ViTForImageClassification
+    torch.manual_seed(0)
+    cfg = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                    intermediate_size=64, num_labels=2, id2label={0: "REAL", 1: "FAKE"}, label2id={"REAL": 0, "FAKE": 1})
+    vit = ViTForImageClassification(cfg).eval()
+    prep = transforms.preprocessing(32, mean=(0.5,) * 3, std=(0.5,) * 3)
+    artifacts.save_model_folder(tmp_path / "vit", vit, method="vit", preprocessing=prep,
+                                architecture={"builder": "hf_image_classification"})
+    assert (tmp_path / "vit" / "model.safetensors").exists() and (tmp_path / "vit" / "config.json").exists()
+    imgs = np.stack([np.asarray(Image.open(__import__("io").BytesIO(b)).convert("RGB"))
+                     for b in list(cifake_members.values())[:4]])
+    x = torch.stack([transforms.eval_transform(prep)(torch.from_numpy(i).permute(2, 0, 1)) for i in imgs])
+    with torch.no_grad():
+        ref = torch.softmax(vit(x).logits, -1)[:, 1].numpy()
+    assert np.allclose(predict.Predictor(tmp_path / "vit", device="cpu").prob_fake(imgs), ref, atol=1e-6)
