@@ -109,11 +109,14 @@ def load_model_folder(folder: str | Path) -> tuple[nn.Module, dict]:
 def evaluate_and_save(model: nn.Module, test, *, method: str, backbone: str, profile: str,
                       preprocessing: dict, architecture: dict, train_seconds: float,
                       batch_size: int = 128, threshold: float = 0.5, extra: dict | None = None,
-                      out_dir: str | Path | None = None) -> dict:
+                      out_dir: str | Path | None = None, prob_fake=None,
+                      inference_seconds: float | None = None) -> dict:
     """The last steps every method notebook shares: score the test split, write
     ``results/<method>/metrics.json`` and ``predictions.csv``, and save ``results/<method>/model``.
 
-    ``test`` is a ``splits.ImageSplit``. Returns the metrics record.
+    ``test`` is a ``splits.ImageSplit``. ``prob_fake``/``inference_seconds``: scores computed
+    by the notebook (e.g. Monte Carlo dropout means) instead of one deterministic pass.
+    Returns the metrics record.
     """
     from .engine import predict_proba
     from .models import count_parameters
@@ -121,9 +124,12 @@ def evaluate_and_save(model: nn.Module, test, *, method: str, backbone: str, pro
     from .transforms import ArrayDataset, eval_transform
 
     out = Path(out_dir) if out_dir else method_dir(method)
-    loader = torch.utils.data.DataLoader(ArrayDataset(test.images, test.labels, eval_transform(preprocessing)),
-                                         batch_size=batch_size)
-    prob, seconds = predict_proba(model, loader, desc=f"{method} test")
+    if prob_fake is None:
+        loader = torch.utils.data.DataLoader(ArrayDataset(test.images, test.labels, eval_transform(preprocessing)),
+                                             batch_size=batch_size)
+        prob, seconds = predict_proba(model, loader, desc=f"{method} test")
+    else:
+        prob, seconds = np.asarray(prob_fake), float(inference_seconds or 0.0)
     trainable, total = count_parameters(model)
     record = write_results(out, method=method, backbone=backbone, profile=profile, ids=test.ids,
                            labels=test.labels, prob_fake=prob, cifar_class=test.cifar_class,

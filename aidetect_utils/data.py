@@ -27,8 +27,8 @@ from typing import Iterator
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
+from .progress import progress as progress_bar
 from . import CIFAR10_CLASSES, CLASS_NAMES
 from .images import ImageError, decode_image
 from .paths import data_dir
@@ -209,8 +209,8 @@ def build_cache(source: str | os.PathLike, name: str = "cifake", image_size: int
     rows, arrays, skipped, converted = [], [], [], []
     class_dirs: set[str] = set()
     file_folders: set[str] = set()
-    for rel, data in tqdm(_iter_members(source), desc=f"decoding {source.name}", unit=" files",
-                          disable=not progress, mininterval=1.0):
+    for rel, data in progress_bar(_iter_members(source), desc=f"decoding {source.name}", unit=" files",
+                          disable=not progress):
         where = _classify(rel)
         if data is None:
             if where is not None and _is_class_dir(rel.rstrip("/")):

@@ -3,7 +3,7 @@ CPU, one GPU (bf16 autocast) or several GPUs with ``accelerate launch``.
 
 What :func:`fit` adds to a plain loop, and why:
 
-- progress bars (``tqdm.auto``: a widget in Jupyter, text under papermill);
+- progress bars (``tqdm.auto``: a widget in Jupyter; off in headless runs, see ``progress``);
 - early stopping on a monitored validation metric, with patience;
 - the best weights by that metric saved to ``checkpoints/best`` and restored at the end;
 - the last epoch saved to ``checkpoints/last`` (weights, optimizer, scheduler, history), so an
@@ -33,7 +33,8 @@ from accelerate.utils import set_seed
 from safetensors.torch import load_model, save_model
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
+
+from .progress import progress
 
 
 @dataclass
@@ -166,7 +167,7 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader, opti
         t0 = time.perf_counter()
         model.train()
         tot_loss = tot_correct = tot_n = 0.0
-        bar = tqdm(train_loader, desc=f"{desc} epoch {epoch}/{config.epochs}", leave=False, mininterval=1.0)
+        bar = progress(train_loader, desc=f"{desc} epoch {epoch}/{config.epochs}", leave=False)
         for step, (x, y) in enumerate(bar):
             with accelerator.autocast():
                 logits = logits_of(model(x))
@@ -255,7 +256,7 @@ def predict_proba(model: nn.Module, loader: DataLoader, desc: str = "predict") -
     device = _device(model)
     out = []
     t0 = time.perf_counter()
-    for batch in tqdm(loader, desc=desc, leave=False, mininterval=1.0):
+    for batch in progress(loader, desc=desc, leave=False):
         x = batch[0] if isinstance(batch, (list, tuple)) else batch
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             out.append(prob_fake_from_logits(logits_of(model(x.to(device)))).cpu())

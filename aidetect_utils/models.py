@@ -94,6 +94,10 @@ def build_from_spec(spec: dict, folder=None) -> nn.Module:
     kwargs = spec.get("kwargs", {})
     if kind == "efficientnet_detector":
         return EfficientNetDetector(**kwargs)
+    if kind == "vit_classifier":
+        return ViTClassifier(**kwargs)
+    if kind == "feature_classifier":
+        return FeatureClassifier(**kwargs)
     if kind == "hf_image_classification":
         from transformers import AutoModelForImageClassification
         return AutoModelForImageClassification.from_pretrained(folder, use_safetensors=True)
@@ -125,3 +129,123 @@ def load_pretrained_backbone(detector: EfficientNetDetector, source: str, hub_na
     if source == "none":
         return "random initialisation (no pretrained weights)"
     raise ValueError(f"unknown pretrained source {source!r}")
+
+
+# ---------------------------------------------------------------- Hugging Face ViTs
+def _from_hub(loader, checkpoint: str, **kwargs):
+    """``loader.from_pretrained(checkpoint)`` with one clear sentence when the hub is out of reach."""
+    try:
+        return loader.from_pretrained(checkpoint, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise RuntimeError(
+            f"could not load {checkpoint!r} from the Hugging Face hub ({type(exc).__name__}). "
+            "The full profile needs internet (or the checkpoint in the local HF cache); offline, "
+            "run the smoke or cpu profile, which build their models from configs.") from None
+
+
+def checkpoint_normalization(checkpoint: str) -> tuple[list[float], list[float]]:
+    """(mean, std) the checkpoint's own image processor normalises with."""
+    from transformers import AutoImageProcessor
+    proc = _from_hub(AutoImageProcessor, checkpoint)
+    return list(proc.image_mean), list(proc.image_std)
+
+
+class ViTClassifier(nn.Module):
+    """A 🤗 ``ViTForImageClassification`` with two labels [REAL, FAKE] that returns logits.
+
+    ``interpolate_pos_encoding=True`` lets a ViT pretrained at 224 px read smaller images
+    (e.g. 32x32 CIFAKE upsampled to 64): its position embeddings are interpolated to the
+    smaller patch grid, which cuts the cost roughly with the number of patches.
+    """
+
+    def __init__(self, config: dict | None = None, checkpoint: str | None = None,
+                 interpolate_pos_encoding: bool = False):
+        super().__init__()
+        from transformers import ViTConfig, ViTForImageClassification
+        labels = {"num_labels": 2, "id2label": {0: "REAL", 1: "FAKE"}, "label2id": {"REAL": 0, "FAKE": 1}}
+        if checkpoint:
+            self.vit = _from_hub(ViTForImageClassification, checkpoint, ignore_mismatched_sizes=True, **labels)
+        else:
+            self.vit = ViTForImageClassification(ViTConfig(**{**(config or {}), **labels}))
+        self.interpolate_pos_encoding = interpolate_pos_encoding
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.vit(pixel_values=x, interpolate_pos_encoding=self.interpolate_pos_encoding).logits
+
+    def spec(self) -> dict:
+        """Architecture spec for a model folder (rebuilt from the config, never from the hub)."""
+        return {"builder": "vit_classifier",
+                "kwargs": {"config": self.vit.config.to_diff_dict(),
+                           "interpolate_pos_encoding": self.interpolate_pos_encoding}}
+
+
+# ---------------------------------------------------------------- frozen features + head
+def mlp_head(in_dim: int, hidden: tuple[int, ...] = (128, 64), dropout: float = 0.5, n_out: int = 2) -> nn.Sequential:
+    """Dropout before each of the first len(hidden) linear layers: 384->128->64->2 in the DINO recipe."""
+    layers: list[nn.Module] = []
+    d = in_dim
+    for h in hidden:
+        layers += [nn.Dropout(dropout), nn.Linear(d, h), nn.ReLU()]
+        d = h
+    return nn.Sequential(*layers, nn.Linear(d, n_out))
+
+
+class FeatureClassifier(nn.Module):
+    """A frozen backbone that turns an image into a feature vector, and a trainable head.
+
+    ``backbone``: ``{"kind": "vit", "checkpoint": name}`` or ``{"kind": "vit", "config": {...}}``
+    (a 🤗 ``ViTModel``: ViT-B/16, DINO ViT-S/16, or a tiny one built from a config), or
+    ``{"kind": "timm", "name": "tf_efficientnet_lite0"}`` (globally pooled CNN features).
+    ``pooling`` (ViT only): ``"cls"`` (the class token) or ``"mean"`` (the mean of all tokens of
+    the last hidden state). ``head``: ``{"kind": "linear"}`` or ``{"kind": "mlp", "hidden":
+    [128, 64], "dropout": 0.5}``. :meth:`features` is what the notebooks extract once and cache.
+    """
+
+    def __init__(self, backbone: dict, head: dict, pooling: str = "cls"):
+        super().__init__()
+        kind = backbone["kind"]
+        if kind == "vit":
+            from transformers import ViTConfig, ViTModel
+            if backbone.get("checkpoint"):
+                self.backbone = _from_hub(ViTModel, backbone["checkpoint"], add_pooling_layer=False)
+            else:
+                self.backbone = ViTModel(ViTConfig(**backbone["config"]), add_pooling_layer=False)
+            dim = self.backbone.config.hidden_size
+        elif kind == "timm":
+            import timm
+            self.backbone = timm.create_model(backbone["name"], pretrained=False, num_classes=0, global_pool="avg")
+            dim = self.backbone.num_features
+        else:
+            raise ValueError(f"unknown backbone kind {kind!r}")
+        if pooling not in ("cls", "mean"):
+            raise ValueError(f"pooling must be 'cls' or 'mean', got {pooling!r}")
+        self.kind, self.pooling, self.feature_dim, self.head_spec = kind, pooling, dim, dict(head)
+        if head["kind"] == "linear":
+            self.head = nn.Linear(dim, 2)
+        elif head["kind"] == "mlp":
+            self.head = mlp_head(dim, tuple(head.get("hidden", (128, 64))), head.get("dropout", 0.5))
+        else:
+            raise ValueError(f"unknown head kind {head['kind']!r}")
+        set_trainable(self.backbone, False)
+        self._timm_name = backbone.get("name")
+
+    def train(self, mode: bool = True):
+        """The frozen backbone always stays in eval mode (no dropout, fixed batch-norm statistics)."""
+        super().train(mode)
+        self.backbone.eval()
+        return self
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "timm":
+            return self.backbone(x)
+        hidden = self.backbone(pixel_values=x, interpolate_pos_encoding=True).last_hidden_state
+        return hidden[:, 0] if self.pooling == "cls" else hidden.mean(dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+    def spec(self) -> dict:
+        bb = ({"kind": "vit", "config": self.backbone.config.to_diff_dict()} if self.kind == "vit"
+              else {"kind": "timm", "name": self._timm_name})
+        return {"builder": "feature_classifier",
+                "kwargs": {"backbone": bb, "head": self.head_spec, "pooling": self.pooling}}
