@@ -6,7 +6,6 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
-from safetensors.torch import load_model, save_model
 
 from aidetect_utils import features, models, splits, transforms, uncertainty
 
@@ -50,14 +49,17 @@ def test_pooling_choices_differ_and_match_definition(real_images):
     lambda: models.FeatureClassifier({"kind": "vit", "config": TINY_VIT}, {"kind": "mlp", "hidden": [8]}, "mean"),
     lambda: models.ViTClassifier(config=TINY_VIT, interpolate_pos_encoding=True),
 ])
-def test_spec_rebuilds_the_same_model(factory, tmp_path):
+def test_model_folder_rebuilds_the_same_model(factory, tmp_path):
+    """Through the JSON spec of a model folder, offline: same outputs, even at another input size."""
+    from aidetect_utils import artifacts
     torch.manual_seed(1)
     m = factory().eval()
-    save_model(m, str(tmp_path / "w.safetensors"))
-    m2 = models.build_from_spec(m.spec())
-    load_model(m2, str(tmp_path / "w.safetensors"))
+    prep = transforms.preprocessing(32, (0.5,) * 3, (0.5,) * 3)
+    artifacts.save_model_folder(tmp_path / "m", m, method="t", architecture=m.spec(), preprocessing=prep)
+    m2, spec = artifacts.load_model_folder(tmp_path / "m")
     x = torch.randn(2, 3, 16, 16)  # a smaller input than the config's 32: position embeddings interpolated
-    assert torch.allclose(m(x), m2.eval()(x), atol=1e-6)
+    with torch.no_grad():
+        assert torch.allclose(m(x), m2(x), atol=1e-6)
 
 
 def test_cached_features_hit_and_invalidate(tmp_path):
