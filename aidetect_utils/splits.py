@@ -121,6 +121,16 @@ class ImageSplit:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def sample(self, n: int | None, seed: int = 0) -> "ImageSplit":
+        """A seeded random subset of ``n`` images (all when ``n`` is None or too large).
+
+        Rows of a split are in cache order, where each class is contiguous: the first ``n``
+        images would all be of one class, so a subset must be drawn at random."""
+        if n is None or n >= len(self):
+            return self
+        idx = np.sort(np.random.default_rng(seed).permutation(len(self))[:n])
+        return ImageSplit(self.images[idx], self.labels[idx], self.ids[idx], self.cifar_class[idx])
+
 
 @dataclass
 class Prepared:

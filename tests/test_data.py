@@ -198,3 +198,13 @@ def test_sid_set_filter_and_balance():
     wide = load_sid_set(dataset=ds, min_width=1000, max_per_class=3)
     assert sorted(wide["label"]) == [0, 0, 0, 1, 1, 1] and min(wide["width"]) >= 1000
     assert load_sid_set(dataset=ds, seed=1)["img_id"] != load_sid_set(dataset=ds, seed=2)["img_id"]
+
+
+def test_split_sample_is_random_seeded_and_mixed():
+    labels = np.repeat([1, 0], 500)  # class-contiguous, as in the cache
+    s = splits.ImageSplit(np.zeros((1000, 2, 2, 3), np.uint8), labels, np.arange(1000), np.zeros(1000, int))
+    a, b = s.sample(100, seed=1), s.sample(100, seed=1)
+    assert len(a) == 100 and np.array_equal(a.ids, b.ids)
+    assert not np.array_equal(a.ids, s.sample(100, seed=2).ids)
+    assert 30 < a.labels.sum() < 70  # both classes, not the first 100 rows
+    assert s.sample(None) is s and s.sample(5000) is s
