@@ -98,10 +98,24 @@ def default_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return nn.functional.cross_entropy(logits.float(), labels)
 
 
-def _fingerprint(model: nn.Module, config: TrainConfig, optimizer, n_train: int, extra) -> str:
+def data_signature(dataset: Dataset) -> str:
+    """A cheap content hash of a dataset: its labels and an evenly strided sample of its inputs
+    (``ArrayDataset`` or ``TensorDataset``), else only its length. Two datasets of the same size
+    but different images must not share a checkpoint."""
+    h = hashlib.sha256(str(len(dataset)).encode())
+    arrays = ([dataset.images, dataset.labels] if hasattr(dataset, "images") and hasattr(dataset, "labels")
+              else list(getattr(dataset, "tensors", ())))
+    for a in arrays:
+        a = a.numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
+        step = max(1, len(a) // 256)
+        h.update(np.ascontiguousarray(a[::step]).tobytes())
+    return h.hexdigest()[:16]
+
+
+def _fingerprint(model: nn.Module, config: TrainConfig, optimizer, train_data: Dataset, extra) -> str:
     shapes = [(n, tuple(p.shape), p.requires_grad) for n, p in model.named_parameters()]
     opt = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
-    payload = json.dumps([asdict(config), shapes, repr(opt), n_train, extra], default=str)
+    payload = json.dumps([asdict(config), shapes, repr(opt), data_signature(train_data), extra], default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -139,7 +153,7 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader, opti
     out_dir = Path(out_dir)
     ckpt_last, ckpt_best = out_dir / "checkpoints" / "last", out_dir / "checkpoints" / "best"
     accelerator = make_accelerator(config.mixed_precision)
-    fp = _fingerprint(model, config, optimizer, len(train_loader.dataset), fingerprint_extra)
+    fp = _fingerprint(model, config, optimizer, train_loader.dataset, fingerprint_extra)
 
     history, start_epoch, bad_epochs = History(), 1, 0
     state_file = ckpt_last / "state.json"

@@ -91,13 +91,13 @@ def gradient_importance(head: nn.Module, features: np.ndarray, batch_size: int =
 
 def train_head_on_features(head: nn.Module, feats: np.ndarray, labels: np.ndarray, val_feats: np.ndarray,
                            val_labels: np.ndarray, optimizer, out_dir, config, batch_size: int = 128,
-                           desc: str = "head"):
+                           desc: str = "head", resume: bool = True):
     """``engine.fit`` on cached feature vectors: the head alone, no backbone in the loop."""
     from .engine import fit, make_loader
     tr = torch.utils.data.TensorDataset(torch.tensor(feats), torch.tensor(np.asarray(labels)).long())
     va = torch.utils.data.TensorDataset(torch.tensor(val_feats), torch.tensor(np.asarray(val_labels)).long())
     return fit(head, make_loader(tr, batch_size, shuffle=True), make_loader(va, 4 * batch_size), optimizer,
-               out_dir, config, desc=desc)
+               out_dir, config, desc=desc, resume=resume)
 
 
 def compare_cached_vs_uncached(make_model, make_optimizer, train, val, train_tf, eval_tf, epochs: int,
@@ -136,7 +136,7 @@ def compare_cached_vs_uncached(make_model, make_optimizer, train, val, train_tf,
     h = train_head_on_features(model.head, np.concatenate(views), np.tile(train.labels, aug_views + 1), val_f,
                                val.labels, make_optimizer(model.head.parameters()), out_dir / "cached",
                                TrainConfig(epochs=epochs, seed=seed, restore_best=False), batch_size,
-                               desc="cached")
+                               desc="cached", resume=False)
     head_s = time.perf_counter() - t1
     return {"images": len(train), "epochs": epochs, "aug_views": aug_views,
             "uncached_seconds": round(uncached_s, 2), "cached_seconds": round(extract_s + head_s, 2),

@@ -104,3 +104,18 @@ def test_probabilities():
     assert torch.allclose(engine.prob_fake_from_logits(torch.tensor([0.0, 100.0])), torch.tensor([0.5, 1.0]))
     two = engine.prob_fake_from_logits(torch.tensor([[0.0, 0.0], [0.0, np.log(3.0)]]))
     assert torch.allclose(two, torch.tensor([0.5, 0.75]))
+
+
+def test_same_size_other_data_is_not_reloaded(loaders, tmp_path):
+    """A finished run is reused only for the same data, not merely the same number of images."""
+    tr, va = loaders
+    cfg = engine.TrainConfig(epochs=1, seed=0)
+    m = tiny_cnn()
+    engine.fit(m, tr, va, torch.optim.Adam(m.parameters(), lr=1e-3), tmp_path / "r", cfg)
+    ds = tr.dataset
+    flipped = transforms.ArrayDataset(ds.images[:, ::-1].copy(), ds.labels, ds.transform)
+    m2 = tiny_cnn()
+    h = engine.fit(m2, engine.make_loader(flipped, 16, shuffle=True), va, torch.optim.Adam(m2.parameters(), lr=1e-3),
+                   tmp_path / "r", cfg)
+    assert not h.reloaded
+    assert engine.data_signature(flipped) != engine.data_signature(ds)
