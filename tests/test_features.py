@@ -142,3 +142,17 @@ def test_accuracy_coverage_by_hand():
     t = uncertainty.accuracy_coverage(y, p, unc, coverages=[1.0, 0.75, 0.5])
     assert t["n_kept"].tolist() == [4, 3, 2]
     assert t["accuracy"].tolist() == [0.5, pytest.approx(2 / 3), 1.0]
+
+
+def test_backbone_helpers():
+    assert models.backbone_spec("vit", "google/vit-base-patch16-224") == {"kind": "vit", "checkpoint": "google/vit-base-patch16-224"}
+    assert models.backbone_spec("vit", None, TINY_VIT) == {"kind": "vit", "config": TINY_VIT}
+    with pytest.raises(ValueError, match="backbone kind"):
+        models.backbone_spec("resnet")
+    lite = models.build_feature_classifier(models.backbone_spec("timm"), {"kind": "linear"},
+                                           pretrained="efficientnet-lite0-pypi", seed=3)
+    assert models.count_parameters(lite)[0] == 1280 * 2 + 2
+    assert models.normalization(lite) == ([0.5] * 3, [0.5] * 3)  # tf_efficientnet_lite0's own config
+    a = models.build_feature_classifier(models.backbone_spec("vit", None, TINY_VIT), {"kind": "linear"}, seed=3)
+    b = models.build_feature_classifier(models.backbone_spec("vit", None, TINY_VIT), {"kind": "linear"}, seed=3)
+    assert torch.equal(a.head.weight, b.head.weight)
