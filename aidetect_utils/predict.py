@@ -40,7 +40,7 @@ class Predictor:
         """P(FAKE) for an (N, S, S, 3) uint8 array already at ``source_size``."""
         ds = ArrayDataset(images, np.zeros(len(images), dtype=int), self.transform)
         loader = torch.utils.data.DataLoader(ds, batch_size=batch_size)
-        return predict_proba(self.model.to(self.device), loader)[0]
+        return predict_proba(self.model, loader)[0]
 
     def predict_files(self, paths: list[Path]) -> tuple[pd.DataFrame, list[dict]]:
         arrays, ok, errors = [], [], []

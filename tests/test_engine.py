@@ -119,3 +119,20 @@ def test_same_size_other_data_is_not_reloaded(loaders, tmp_path):
                    tmp_path / "r", cfg)
     assert not h.reloaded
     assert engine.data_signature(flipped) != engine.data_signature(ds)
+
+
+def test_other_preprocessing_is_not_reloaded(loaders, tmp_path):
+    """Same images, other input size: a finished run must not be reused (the model's parameter
+    shapes do not change with the input size, so only the transform tells them apart)."""
+    tr, va = loaders
+    ds = tr.dataset
+    bigger = transforms.ArrayDataset(ds.images, ds.labels,
+                                     transforms.eval_transform(preprocessing(48, mean=(0.5,) * 3, std=(0.5,) * 3)))
+    assert engine.data_signature(bigger) != engine.data_signature(ds)
+    cfg = engine.TrainConfig(epochs=1, seed=0)
+    m = tiny_cnn()
+    engine.fit(m, tr, va, torch.optim.Adam(m.parameters(), lr=1e-3), tmp_path / "r", cfg)
+    m2 = tiny_cnn()
+    h = engine.fit(m2, engine.make_loader(bigger, 16, shuffle=True), va, torch.optim.Adam(m2.parameters(), lr=1e-3),
+                   tmp_path / "r", cfg)
+    assert not h.reloaded
