@@ -8,8 +8,11 @@ One concept per module:
 - ``sidset``    the SID_Set dataset from the Hugging Face hub
 - ``transforms``torch datasets and torchvision preprocessing/augmentation
 - ``models``    model builders, including the rebuild of a saved model folder
+- ``losses``    answer-token losses of the vision-language model (cross-entropy, focal)
+- ``vlm``       Qwen2.5-VL as a detector: backends, prompt, LoRA training, answer-logit scores
 - ``engine``    the Accelerate training loop (early stopping, checkpoints, resume)
 - ``metrics``   classification and calibration metrics
+- ``evaluation``every method side by side: statistics, robustness, calibration, Grad-CAM
 - ``plots``     every figure the notebooks show
 - ``artifacts`` results/<method>/metrics.json, predictions.csv and model folders
 - ``predict``   the command line ``python -m aidetect_utils.predict``

@@ -6,7 +6,8 @@ train seconds, inference images/second, device, preprocessing and ``metrics`` (s
 image (id, cifar_class, label, prob_fake). The evaluation notebook recomputes everything from
 these two files.
 
-A model folder holds ``model.safetensors`` (or a Hugging Face ``save_pretrained`` folder) and
+A model folder holds ``model.safetensors`` (or a Hugging Face ``save_pretrained`` folder, or
+for a vision-language model a LoRA adapter, its processor and the base model's name) and
 ``aidetect_model.json``: method, architecture spec (see ``models.build_from_spec``),
 preprocessing, class names, decision threshold, and the test metrics for the record. Loading
 never unpickles anything.
@@ -29,6 +30,7 @@ from .metrics import classification_metrics
 
 SCHEMA_VERSION = 1
 MODEL_JSON = "aidetect_model.json"
+SELF_LOADING = ("hf_image_classification", "qwen_vl_lora")  # builders that load their own weights
 REQUIRED_KEYS = ("schema_version", "method", "backbone", "profile", "dataset", "n_test",
                  "trainable_params", "total_params", "train_seconds", "inference_images_per_second",
                  "device", "metrics")
@@ -83,6 +85,8 @@ def save_model_folder(folder: str | Path, model: nn.Module, *, method: str, arch
     folder.mkdir(parents=True, exist_ok=True)
     if architecture.get("builder") == "hf_image_classification":
         model.save_pretrained(folder, safe_serialization=True)
+    elif architecture.get("builder") == "qwen_vl_lora":
+        model.save_folder(folder)          # vlm.VLMDetector: LoRA adapter + processor (+ tiny base)
     else:
         save_model(model, str(folder / "model.safetensors"))
     spec = {"schema_version": SCHEMA_VERSION, "method": method, "architecture": architecture,
@@ -101,7 +105,7 @@ def load_model_folder(folder: str | Path) -> tuple[nn.Module, dict]:
         raise FileNotFoundError(f"{folder}: not a model folder (no {MODEL_JSON})")
     spec = json.loads(spec_file.read_text())
     model = build_from_spec(spec["architecture"], folder)
-    if spec["architecture"].get("builder") != "hf_image_classification":
+    if spec["architecture"].get("builder") not in SELF_LOADING:
         load_model(model, str(folder / "model.safetensors"))
     return model.eval(), spec
 

@@ -101,6 +101,9 @@ def build_from_spec(spec: dict, folder=None) -> nn.Module:
     if kind == "hf_image_classification":
         from transformers import AutoModelForImageClassification
         return AutoModelForImageClassification.from_pretrained(folder, use_safetensors=True)
+    if kind == "qwen_vl_lora":
+        from .vlm import VLMDetector
+        return VLMDetector.from_folder(folder, **kwargs)
     raise ValueError(f"unknown architecture builder {kind!r} in model spec")
 
 

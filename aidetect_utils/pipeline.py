@@ -72,6 +72,7 @@ def run(profile: str = "smoke", only: list[str] | None = None, data: str | None 
     # Headless runs show no live cell output, so progress bars would only clutter the saved
     # notebooks; this runner prints per-notebook progress instead.
     os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers reads it at import
     records = []
     for nb in notebooks:
         target = nb if inplace else out / nb.name

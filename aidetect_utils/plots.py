@@ -124,3 +124,34 @@ def count_table_plot(table: pd.DataFrame, title: str = "", save=None):
     ax.set_title(title)
     fig.tight_layout()
     return _save(fig, save)
+
+
+def step_loss(history: pd.DataFrame, title: str = "", save=None):
+    """Training loss (and learning rate) per logged optimiser step, e.g. ``vlm.loss_history``."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.2))
+    ax.plot(history["step"], history["loss"], "o-", ms=3, label="training loss")
+    ax.set(xlabel="optimiser step", ylabel="loss (answer tokens)", title=title)
+    if "lr" in history and history["lr"].notna().any():
+        ax2 = ax.twinx()
+        ax2.plot(history["step"], history["lr"], color="grey", alpha=0.6, lw=1)
+        ax2.set_ylabel("learning rate", color="grey")
+    fig.tight_layout()
+    return _save(fig, save)
+
+
+def augmentation_rows(rows: dict[str, list[np.ndarray]], captions: dict[str, list[str]] | None = None,
+                      title: str = "", save=None):
+    """One row of images per named step (e.g. original / JPEG q=50 / augmented)."""
+    n = max(len(v) for v in rows.values())
+    fig, axes = plt.subplots(len(rows), n, figsize=(1.7 * n, 1.9 * len(rows)), squeeze=False)
+    for r, (name, imgs) in enumerate(rows.items()):
+        for c, ax in enumerate(axes[r]):
+            ax.axis("off")
+            if c < len(imgs):
+                ax.imshow(imgs[c], interpolation="nearest")
+                if captions and name in captions:
+                    ax.set_title(captions[name][c], fontsize=7)
+        axes[r, 0].text(-0.1, 0.5, name, transform=axes[r, 0].transAxes, ha="right", va="center", fontsize=9)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, save)

@@ -12,6 +12,8 @@ kept, not what is downloaded.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 SID_SET = "saberzl/SID_Set"
@@ -48,3 +50,23 @@ def load_sid_set(split: str = "train", dataset=None, min_width: int | None = Non
         raise ValueError("SID_Set selection is empty for one class (check min_width and the split)")
     chosen = np.sort(np.concatenate([p[:n] for p in per_class]))
     return dataset.select(chosen.tolist())
+
+
+def to_image_split(dataset, size: int, desc: str = "SID_Set"):
+    """Decode a (balanced) SID_Set-like dataset into a ``splits.ImageSplit`` of ``size`` x ``size``
+    RGB images, so the notebooks treat it exactly like CIFAKE. Unreadable images raise
+    ``images.ImageError`` naming the row."""
+    from datasets import Image as HFImage
+
+    from .images import decode_image
+    from .progress import progress
+    from .splits import ImageSplit
+    raw = dataset.cast_column("image", HFImage(decode=False))
+    ids = raw["img_id"] if "img_id" in raw.column_names else [str(i) for i in range(len(raw))]
+    images = np.stack([
+        decode_image(row["image"]["bytes"] or Path(row["image"]["path"]).read_bytes(),
+                     name=f"{desc} row {i} ({ids[i]})", size=size).array
+        for i, row in enumerate(progress(raw, desc=f"decode {desc}"))])
+    labels = np.asarray(raw["label"], dtype=int)
+    return ImageSplit(images=images, labels=labels, ids=np.asarray(ids).astype(str),
+                      cifar_class=np.full(len(labels), -1))

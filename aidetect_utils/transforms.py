@@ -59,12 +59,12 @@ def train_transform(prep: dict, hflip: bool = True, rotation: float = 0.0,
                     jpeg_quality: tuple[int, int] | None = None) -> v2.Compose:
     """Augmentations on the training data only, then the same steps as :func:`eval_transform`.
 
-    ``crop_scale``: RandomResizedCrop to ``input_size`` with this area range; ``jpeg_quality``:
-    random in-memory JPEG re-compression (torchvision's ``v2.JPEG``) at a quality in the range.
+    ``crop_scale``: RandomResizedCrop to ``input_size`` with this area range (else a plain
+    resize); ``jpeg_quality``: random in-memory JPEG re-compression (torchvision's ``v2.JPEG``) at
+    a quality in the range, applied last, at the network's input size, as a re-posted image
+    would have been compressed after any resizing.
     """
     steps: list = []
-    if jpeg_quality is not None:
-        steps.append(v2.JPEG(quality=tuple(jpeg_quality)))
     if hflip:
         steps.append(v2.RandomHorizontalFlip())
     if rotation:
@@ -74,6 +74,21 @@ def train_transform(prep: dict, hflip: bool = True, rotation: float = 0.0,
                                     saturation=color_jitter))
     if crop_scale is not None:
         steps.append(v2.RandomResizedCrop(prep["input_size"], scale=tuple(crop_scale), antialias=True))
-        return v2.Compose(steps + [v2.ToDtype(torch.float32, scale=True),
-                                   v2.Normalize(prep["mean"], prep["std"])])
-    return v2.Compose(steps + list(eval_transform(prep).transforms))
+    elif prep["input_size"] != prep["source_size"]:
+        steps.append(_resize(prep["input_size"]))
+    if jpeg_quality is not None:
+        steps.append(jpeg_simulation(jpeg_quality))
+    return v2.Compose(steps + [v2.ToDtype(torch.float32, scale=True), v2.Normalize(prep["mean"], prep["std"])])
+
+
+def jpeg_simulation(quality: int | tuple[int, int] = (50, 95)) -> v2.JPEG:
+    """Random JPEG re-compression in memory (uint8 tensors in, uint8 tensors out, same size)."""
+    q = (int(quality), int(quality)) if np.isscalar(quality) else tuple(int(v) for v in quality)
+    return v2.JPEG(quality=q)
+
+
+def jpeg_bytes(image: torch.Tensor, quality: int) -> int:
+    """Size in bytes of ``image`` (uint8 CHW) encoded as JPEG at ``quality``: what the
+    compression simulation throws away, shown in notebook 06."""
+    from torchvision.io import encode_jpeg
+    return int(encode_jpeg(image, quality=int(quality)).numel())
