@@ -114,7 +114,7 @@ def evaluate_and_save(model: nn.Module, test, *, method: str, backbone: str, pro
                       preprocessing: dict, architecture: dict, train_seconds: float,
                       batch_size: int = 128, threshold: float = 0.5, extra: dict | None = None,
                       out_dir: str | Path | None = None, prob_fake=None,
-                      inference_seconds: float | None = None) -> dict:
+                      inference_seconds: float | None = None, dataset: str = "cifake") -> dict:
     """The last steps every method notebook shares: score the test split, write
     ``results/<method>/metrics.json`` and ``predictions.csv``, and save ``results/<method>/model``.
 
@@ -139,7 +139,7 @@ def evaluate_and_save(model: nn.Module, test, *, method: str, backbone: str, pro
                            labels=test.labels, prob_fake=prob, cifar_class=test.cifar_class,
                            trainable_params=trainable, total_params=total, train_seconds=train_seconds,
                            inference_seconds=seconds, threshold=threshold, preprocessing=preprocessing,
-                           extra=extra)
+                           extra=extra, dataset=dataset)
     save_model_folder(out / "model", model, method=method, architecture=architecture,
                       preprocessing=preprocessing, threshold=threshold,
                       metrics={k: record["metrics"][k] for k in ("accuracy", "roc_auc", "f1_fake")}

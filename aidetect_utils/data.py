@@ -271,3 +271,8 @@ def build_cache(source: str | os.PathLike, name: str = "cifake", image_size: int
 
 def _is_class_dir(rel_dir: str) -> bool:
     return Path(rel_dir).name.lower() in _CLASS_ALIASES
+
+
+def label_from_folder(name: str) -> int | None:
+    """0 (REAL) or 1 (FAKE) for a class folder name CIFAKE-style sources use, else None."""
+    return _CLASS_ALIASES.get(name.strip().lower())

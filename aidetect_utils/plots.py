@@ -155,3 +155,115 @@ def augmentation_rows(rows: dict[str, list[np.ndarray]], captions: dict[str, lis
     fig.suptitle(title)
     fig.tight_layout()
     return _save(fig, save)
+
+
+# ------------------------------------------------------------------------------ notebook 07
+def roc_pr_overlay(y_true, probs: pd.DataFrame, save=None):
+    """ROC and precision-recall curves of every method (columns of ``probs``) on one figure each."""
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.3))
+    for name in probs.columns:
+        RocCurveDisplay.from_predictions(y_true, probs[name], name=name, ax=a1, pos_label=1)
+        PrecisionRecallDisplay.from_predictions(y_true, probs[name], name=name, ax=a2, pos_label=1)
+    a1.plot([0, 1], [0, 1], ls=":", c="grey")
+    a1.set_title("ROC (positive class: FAKE)")
+    a2.set_title("precision-recall (FAKE)")
+    for a in (a1, a2):
+        a.legend(fontsize=7, loc="lower right" if a is a1 else "lower left")
+    fig.tight_layout()
+    return _save(fig, save)
+
+
+def confusion_grid(y_true, probs: pd.DataFrame, threshold: float = 0.5, save=None):
+    n = len(probs.columns)
+    cols = min(n, 4)
+    rows = int(np.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(3.1 * cols, 2.9 * rows), squeeze=False)
+    for ax, name in zip(axes.flat, probs.columns):
+        ConfusionMatrixDisplay.from_predictions(y_true, (probs[name] >= threshold).astype(int), labels=[0, 1],
+                                                display_labels=CLASS_NAMES, ax=ax, colorbar=False)
+        ax.set_title(name, fontsize=9)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    fig.tight_layout()
+    return _save(fig, save)
+
+
+def heatmap(table: pd.DataFrame, title: str = "", fmt: str = ".2f", cmap: str = "RdYlGn", save=None, vmin=None, vmax=None):
+    fig, ax = plt.subplots(figsize=(1.3 * len(table.columns) + 2.5, 0.38 * len(table) + 1.4))
+    sns.heatmap(table, annot=True, fmt=fmt, cmap=cmap, ax=ax, vmin=vmin, vmax=vmax, cbar=False)
+    ax.set_title(title)
+    fig.tight_layout()
+    return _save(fig, save)
+
+
+def image_rows(rows: dict[str, list[tuple[np.ndarray, str]]], title: str = "", save=None, overlays=None):
+    """One row per name of (image, caption) pairs; ``overlays``: same shape, heat maps drawn on top."""
+    n = max([len(v) for v in rows.values()] + [1])
+    fig, axes = plt.subplots(len(rows), n, figsize=(1.6 * n + 1.2, 1.85 * len(rows)), squeeze=False)
+    for r, (name, items) in enumerate(rows.items()):
+        for c, ax in enumerate(axes[r]):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for s in ax.spines.values():
+                s.set_visible(False)
+            if c < len(items):
+                img, caption = items[c]
+                ax.imshow(img, interpolation="nearest")
+                if overlays is not None:
+                    ax.imshow(overlays[name][c], cmap="jet", alpha=0.45, interpolation="bilinear",
+                              extent=(-0.5, img.shape[1] - 0.5, img.shape[0] - 0.5, -0.5))
+                ax.set_title(caption, fontsize=7)
+        axes[r, 0].set_ylabel(name, fontsize=8, rotation=0, ha="right", va="center")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, save)
+
+
+def robustness_lines(df: pd.DataFrame, metric: str = "accuracy", save=None):
+    """``metric`` against corruption strength, one panel per corruption, one line per method;
+    the clean score is drawn as the first point of every panel."""
+    kinds = [k for k in df["corruption"].unique() if k != "clean"]
+    fig, axes = plt.subplots(1, len(kinds), figsize=(3.4 * len(kinds), 3.3), squeeze=False, sharey=True)
+    labels = {"jpeg": "JPEG quality", "resize": "downscale factor", "blur": "blur sigma (px)", "noise": "noise std (0-255)"}
+    for ax, kind in zip(axes[0], kinds):
+        for name, g in df.groupby("method", sort=False):
+            clean = g[g["corruption"] == "clean"][metric].iloc[0]
+            sub = g[g["corruption"] == kind]
+            xs = ["clean"] + [f"{s:g}" for s in sub["strength"]]
+            ax.plot(xs, [clean] + sub[metric].tolist(), "o-", ms=3, label=name)
+        ax.set(title=kind, xlabel=labels.get(kind, "strength"))
+        ax.axhline(0.5, ls=":", c="grey")
+    axes[0, 0].set_ylabel(metric)
+    axes[0, -1].legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    return _save(fig, save)
+
+
+def reliability_grid(curves: dict[str, tuple[pd.DataFrame, pd.DataFrame]], save=None):
+    """Reliability diagrams per method: before and after temperature scaling."""
+    n = len(curves)
+    cols = min(n, 4)
+    rows = int(np.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(3.1 * cols, 3.0 * rows), squeeze=False)
+    for ax, (name, (before, after)) in zip(axes.flat, curves.items()):
+        ax.plot([0.5, 1], [0.5, 1], ls=":", c="grey")
+        ax.plot(before["confidence"], before["accuracy"], "o-", ms=3, label="raw")
+        ax.plot(after["confidence"], after["accuracy"], "s-", ms=3, label="temperature-scaled")
+        ax.set(title=name, xlabel="confidence", ylabel="accuracy", xlim=(0.5, 1.0), ylim=(0.0, 1.02))
+        ax.title.set_fontsize(9)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    fig.tight_layout()
+    return _save(fig, save)
+
+
+def coverage_curves(curves: dict[str, pd.DataFrame], title: str = "", save=None):
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    for name, c in curves.items():
+        ax.plot(c["coverage"], c["accuracy"], "o-", ms=3, label=name)
+    ax.set(xlabel="coverage (share of images the model keeps)", ylabel="accuracy on kept images", title=title)
+    ax.invert_xaxis()
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, save)

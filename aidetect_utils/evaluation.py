@@ -1,0 +1,369 @@
+"""Notebook 07: every method side by side, on the same test images.
+
+- **Which results exist**: :func:`discover` reads every ``results/<method>/`` with a valid
+  ``metrics.json`` (any subset of methods), :func:`align` keeps the test images all of them scored.
+- **Is the difference real**: :func:`bootstrap_ci` (percentile bootstrap over test images) and
+  :func:`mcnemar` (paired test on the images where exactly one of two methods is right: exact
+  binomial below 25 discordant pairs, chi-square with continuity correction above; scipy).
+- **Robustness**: :func:`corrupt` applies JPEG re-compression, down-and-up resizing, Gaussian
+  blur or Gaussian noise (torchvision) to uint8 images, before each model's own preprocessing.
+- **Calibration**: :func:`fit_temperature` fits one temperature on validation data by
+  minimising the log loss of ``sigmoid(logit(p) / T)`` (scipy); :func:`apply_temperature`.
+- **Why the model decides**: :func:`explain_maps` runs Grad-CAM (``pytorch-grad-cam``) on the
+  last convolutional stage of CNNs, and on the patch tokens of ViTs (reshaped to a grid).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy import optimize, stats
+from sklearn import metrics as skm
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
+
+from .metrics import classification_metrics, expected_calibration_error  # noqa: F401 (notebook 07 uses it via ev)
+
+TABLE_COLUMNS = ["accuracy", "accuracy_ci", "balanced_accuracy", "precision_fake", "recall_fake", "f1_fake",
+                 "roc_auc", "roc_auc_ci", "pr_auc", "tpr_at_5pct_fpr", "ece", "trainable_params",
+                 "total_params", "train_seconds", "inference_images_per_second", "device", "profile", "n_test"]
+
+
+# ------------------------------------------------------------------------------ results on disk
+def discover(results_root: str | Path) -> tuple[dict, list[str]]:
+    """{method: (metrics record, predictions DataFrame)} for every ``results/*/metrics.json``,
+    and a list of one-line notes on folders that were skipped (and why)."""
+    from .artifacts import read_results
+    found, notes = {}, []
+    for d in sorted(Path(results_root).iterdir()):
+        if not (d / "metrics.json").exists():
+            continue
+        try:
+            found[d.name] = read_results(d)
+        except (ValueError, OSError, json.JSONDecodeError) as exc:
+            notes.append(f"{d.name}: skipped ({exc})")
+    return found, notes
+
+
+def align(found: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(labels, P(FAKE)) on the test images every method scored: ``labels`` has id, label and
+    cifar_class; ``probs`` one column per method, rows in the same order."""
+    if not found:
+        raise ValueError("no results found: run at least one method notebook first")
+    common = None
+    for _, pred in found.values():
+        ids = set(pred["id"].astype(str))
+        common = ids if common is None else common & ids
+    if not common:
+        raise ValueError("the methods share no test image ids (were they run on different data?)")
+    first = next(iter(found.values()))[1]
+    base = first[first["id"].astype(str).isin(common)].copy()
+    base["id"] = base["id"].astype(str)
+    base = base.sort_values("id", ignore_index=True)[["id", "label", "cifar_class"]]
+    probs = pd.DataFrame(index=base.index)
+    for name, (_, pred) in found.items():
+        p = pred.assign(id=pred["id"].astype(str)).set_index("id")
+        if not (p.loc[base["id"], "label"].to_numpy() == base["label"].to_numpy()).all():
+            raise ValueError(f"{name}: labels disagree with the other methods on the same ids")
+        probs[name] = p.loc[base["id"], "prob_fake"].to_numpy(dtype=float)
+    return base, probs
+
+
+# ------------------------------------------------------------------------------ statistics
+def _accuracy(y, p):
+    return float(((p >= 0.5).astype(int) == y).mean())
+
+
+def _auc(y, p):
+    return float(skm.roc_auc_score(y, p)) if len(np.unique(y)) == 2 else float("nan")
+
+
+METRICS = {"accuracy": _accuracy, "roc_auc": _auc}
+
+
+def bootstrap_ci(y_true, prob_fake, metric: str = "accuracy", n_boot: int = 1000, level: float = 0.95,
+                 seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``metric`` (accuracy or roc_auc) over resampled images."""
+    y = np.asarray(y_true).astype(int)
+    p = np.asarray(prob_fake, dtype=float)
+    fn = METRICS[metric]
+    rng = np.random.default_rng(seed)
+    vals = []
+    for _ in range(n_boot):
+        idx = rng.integers(0, len(y), len(y))
+        v = fn(y[idx], p[idx])
+        if np.isfinite(v):
+            vals.append(v)
+    if not vals:
+        return float("nan"), float("nan")
+    a = (1 - level) / 2
+    lo, hi = np.quantile(vals, [a, 1 - a])
+    return float(lo), float(hi)
+
+
+def mcnemar(y_true, pred_a, pred_b) -> dict:
+    """McNemar's test of two classifiers on the same images.
+
+    b: images A gets right and B wrong; c: the reverse. Exact two-sided binomial test on
+    b of b + c when b + c < 25, else chi-square (1 dof) of (|b - c| - 1)^2 / (b + c)."""
+    y = np.asarray(y_true).astype(int)
+    ra = np.asarray(pred_a).astype(int) == y
+    rb = np.asarray(pred_b).astype(int) == y
+    b, c = int((ra & ~rb).sum()), int((~ra & rb).sum())
+    if b + c == 0:
+        return {"b": 0, "c": 0, "statistic": 0.0, "p_value": 1.0, "test": "no discordant pairs"}
+    if b + c < 25:
+        return {"b": b, "c": c, "statistic": float(min(b, c)),
+                "p_value": float(stats.binomtest(b, b + c, 0.5).pvalue), "test": "exact binomial"}
+    chi2 = (abs(b - c) - 1) ** 2 / (b + c)
+    return {"b": b, "c": c, "statistic": float(chi2), "p_value": float(stats.chi2.sf(chi2, 1)),
+            "test": "chi-square, continuity corrected"}
+
+
+def comparison_table(found: dict, labels: pd.DataFrame, probs: pd.DataFrame, n_boot: int = 1000,
+                     seed: int = 0) -> pd.DataFrame:
+    """One row per method: metrics on the aligned test images, bootstrap CIs, size, time,
+    and McNemar's test against the most accurate method."""
+    y = labels["label"].to_numpy()
+    rows = {}
+    for name in probs.columns:
+        rec = found[name][0]
+        m = classification_metrics(y, probs[name].to_numpy())
+        row = {k: m[k] for k in ("accuracy", "balanced_accuracy", "precision_fake", "recall_fake", "f1_fake",
+                                 "roc_auc", "pr_auc", "tpr_at_5pct_fpr", "ece")}
+        for metric in ("accuracy", "roc_auc"):
+            lo, hi = bootstrap_ci(y, probs[name].to_numpy(), metric, n_boot=n_boot, seed=seed)
+            row[f"{metric}_ci"] = f"[{lo:.4f}, {hi:.4f}]"
+            row[f"{metric}_lo"], row[f"{metric}_hi"] = lo, hi
+        row.update({k: rec.get(k) for k in ("trainable_params", "total_params", "train_seconds",
+                                            "inference_images_per_second", "device", "profile")})
+        row["n_test"] = len(y)
+        rows[name] = row
+    table = pd.DataFrame.from_dict(rows, orient="index").sort_values("accuracy", ascending=False)
+    best = table.index[0]
+    for name in table.index:
+        if name == best:
+            table.loc[name, ["mcnemar_vs_best_p", "mcnemar_b_c"]] = [np.nan, "-"]
+            continue
+        t = mcnemar(y, probs[best] >= 0.5, probs[name] >= 0.5)
+        table.loc[name, "mcnemar_vs_best_p"] = t["p_value"]
+        table.loc[name, "mcnemar_b_c"] = f"{t['b']}/{t['c']}"
+    table.index.name = "method"
+    return table
+
+
+def per_class_accuracy(labels: pd.DataFrame, probs: pd.DataFrame, class_names) -> pd.DataFrame:
+    """Accuracy of each method on the test images of each CIFAR-10 class (rows: classes)."""
+    known = labels["cifar_class"].to_numpy() >= 0
+    if not known.any():
+        return pd.DataFrame()
+    y = labels["label"].to_numpy()
+    out = {}
+    for name in probs.columns:
+        right = ((probs[name].to_numpy() >= 0.5).astype(int) == y)
+        out[name] = pd.Series(right[known]).groupby(labels["cifar_class"].to_numpy()[known]).mean()
+    table = pd.DataFrame(out)
+    table.index = [class_names[i] for i in table.index]
+    return table
+
+
+def confident_mistakes(labels: pd.DataFrame, prob: np.ndarray, k: int = 6) -> pd.DataFrame:
+    """The ``k`` wrong predictions made with the most confidence (highest |P(FAKE) - 0.5|)."""
+    y = labels["label"].to_numpy()
+    p = np.asarray(prob)
+    wrong = np.flatnonzero((p >= 0.5).astype(int) != y)
+    order = wrong[np.argsort(-np.abs(p[wrong] - 0.5), kind="stable")][:k]
+    return labels.iloc[order].assign(prob_fake=p[order]).reset_index().rename(columns={"index": "row"})
+
+
+# ------------------------------------------------------------------------------ robustness
+CORRUPTIONS = {"jpeg": [95, 75, 50, 30],          # JPEG quality
+               "resize": [0.75, 0.5, 0.25],       # downscale factor, then back up (bicubic)
+               "blur": [0.5, 1.0, 2.0],           # Gaussian blur sigma in pixels
+               "noise": [4.0, 8.0, 16.0]}         # Gaussian noise std in 0-255 units
+
+
+def corrupt(images: np.ndarray, kind: str, strength: float, seed: int = 0) -> np.ndarray:
+    """(N, H, W, 3) uint8 -> the same shape and type, degraded by ``kind`` at ``strength``."""
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
+    h, w = x.shape[-2:]
+    if kind == "jpeg":
+        out = torch.stack([v2.JPEG(quality=int(strength))(im) for im in x])
+    elif kind == "resize":
+        small = (max(1, round(h * strength)), max(1, round(w * strength)))
+        mode = v2.InterpolationMode.BICUBIC
+        out = TF.resize(TF.resize(x, small, interpolation=mode, antialias=True), (h, w),
+                        interpolation=mode, antialias=True)
+    elif kind == "blur":
+        k = 2 * int(np.ceil(3 * strength)) + 1
+        out = TF.gaussian_blur(x, kernel_size=[k, k], sigma=[float(strength)] * 2)
+    elif kind == "noise":
+        g = torch.Generator().manual_seed(seed)
+        out = (x.float() + torch.randn(x.shape, generator=g) * float(strength)).round().clamp(0, 255).to(torch.uint8)
+    else:
+        raise ValueError(f"unknown corruption {kind!r}; choose from {sorted(CORRUPTIONS)}")
+    return out.permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def robustness(predictors: dict, images: np.ndarray, labels: np.ndarray, corruptions: dict | None = None,
+               seed: int = 0, progress_desc: str = "robustness") -> pd.DataFrame:
+    """Accuracy and ROC AUC of every predictor (name -> ``predict.Predictor``) on clean and
+    corrupted copies of ``images``: one row per (method, corruption, strength)."""
+    from .progress import progress
+    corruptions = CORRUPTIONS if corruptions is None else corruptions
+    settings = [("clean", 0.0)] + [(k, s) for k, levels in corruptions.items() for s in levels]
+    rows = []
+    for kind, strength in progress(settings, desc=progress_desc):
+        x = images if kind == "clean" else corrupt(images, kind, strength, seed)
+        for name, pred in predictors.items():
+            p = pred.prob_fake(x)
+            rows.append({"method": name, "corruption": kind, "strength": strength,
+                         "accuracy": _accuracy(labels, p), "roc_auc": _auc(labels, p)})
+    return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------ calibration
+def to_logit(p) -> np.ndarray:
+    p = np.clip(np.asarray(p, dtype=float), 1e-7, 1 - 1e-7)
+    return np.log(p) - np.log1p(-p)
+
+
+def apply_temperature(prob_fake, temperature: float) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-to_logit(prob_fake) / temperature))
+
+
+def fit_temperature(prob_fake_val, y_val) -> float:
+    """The temperature T > 0 minimising validation log loss of ``sigmoid(logit(p) / T)``."""
+    z = to_logit(prob_fake_val)
+    y = np.asarray(y_val).astype(float)
+
+    def nll(log_t):
+        q = np.clip(1.0 / (1.0 + np.exp(-z / np.exp(log_t))), 1e-12, 1 - 1e-12)
+        return -np.mean(y * np.log(q) + (1 - y) * np.log(1 - q))
+
+    res = optimize.minimize_scalar(nll, bounds=(np.log(0.05), np.log(50.0)), method="bounded",
+                                   options={"xatol": 1e-6})
+    return float(np.exp(res.x))
+
+
+def reliability(y_true, prob_fake, n_bins: int = 10) -> pd.DataFrame:
+    """Mean confidence and accuracy of the predicted class per equal-width confidence bin."""
+    y = np.asarray(y_true).astype(int)
+    p = np.asarray(prob_fake, dtype=float)
+    pred = (p >= 0.5).astype(int)
+    conf = np.where(pred == 1, p, 1 - p)
+    edges = np.linspace(0.5, 1.0, n_bins + 1)
+    idx = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, n_bins - 1)
+    rows = [{"bin_lo": edges[b], "bin_hi": edges[b + 1], "confidence": conf[idx == b].mean(),
+             "accuracy": (pred == y)[idx == b].mean(), "count": int((idx == b).sum())}
+            for b in range(n_bins) if (idx == b).any()]
+    return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------ explanations
+def _target_layer(model, x: torch.Tensor | None = None, min_side: int = 4):
+    """(layer, reshape_transform) for Grad-CAM.
+
+    CNNs (timm backbones): the deepest stage whose feature map is at least ``min_side`` pixels
+    on a side for input ``x`` (at 224 px the last one; at CIFAKE's 32 px the last stages are
+    1x1, where a map would say nothing). ViTs: the last encoder block, its patch tokens reshaped
+    to a square grid."""
+    from .models import EfficientNetDetector, FeatureClassifier, ViTClassifier
+    if isinstance(model, (EfficientNetDetector, FeatureClassifier)) and hasattr(model.backbone, "conv_head"):
+        bb = model.backbone
+        candidates = list(bb.blocks) + [bb.conv_head]
+        if x is None:
+            return candidates[-1], None
+        sizes = {}
+        hooks = [m.register_forward_hook(lambda m, i, o, k=k: sizes.__setitem__(k, o.shape[-1]))
+                 for k, m in enumerate(candidates)]
+        try:
+            with torch.no_grad():
+                bb(x[:1])
+        finally:
+            for h in hooks:
+                h.remove()
+        ok = [k for k in range(len(candidates)) if sizes.get(k, 0) >= min_side]
+        return candidates[ok[-1] if ok else 0], None
+    vit = None
+    if isinstance(model, ViTClassifier):
+        vit = model.vit.vit
+    elif isinstance(model, FeatureClassifier) and hasattr(model.backbone, "embeddings"):
+        vit = model.backbone
+    if vit is not None:
+        def reshape(t):
+            tokens = t[:, 1:, :]                      # drop the class token
+            side = int(round(tokens.shape[1] ** 0.5))
+            return tokens.reshape(t.shape[0], side, side, t.shape[-1]).permute(0, 3, 1, 2)
+        blocks = vit.layers if hasattr(vit, "layers") else vit.encoder.layer   # transformers 5.x / 4.x
+        return blocks[-1].layernorm_before, reshape
+    raise TypeError(f"no Grad-CAM target for {type(model).__name__}")
+
+
+def explain_maps(model, x: torch.Tensor) -> np.ndarray:
+    """Grad-CAM maps (N, H, W) in [0, 1] for the FAKE decision of ``model`` on preprocessed ``x``."""
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget, ClassifierOutputTarget
+
+    class _Logits(torch.nn.Module):                       # Grad-CAM wants a plain tensor output
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, inp):
+            out = self.m(inp)
+            return out.logits if hasattr(out, "logits") else out
+
+    layer, reshape = _target_layer(model, x)
+    wrapped = _Logits(model).eval()
+    with torch.no_grad():
+        n_out = wrapped(x[:1]).shape[-1]
+    targets = [BinaryClassifierOutputTarget(1) if n_out == 1 else ClassifierOutputTarget(1) for _ in range(len(x))]
+    x = x.detach().clone().requires_grad_(True)   # frozen backbones: gradients flow from the input
+    with torch.enable_grad(), GradCAM(model=wrapped, target_layers=[layer], reshape_transform=reshape) as cam:
+        return cam(input_tensor=x, targets=targets)
+
+
+def supports_explanations(model) -> bool:
+    try:
+        _target_layer(model)
+        return True
+    except TypeError:
+        return False
+
+
+# ------------------------------------------------------------------------------ beyond CIFAKE
+def folder_images(root: str | Path) -> tuple[list[Path], np.ndarray]:
+    """Files and labels of a REAL/FAKE folder (class names as ``data`` understands them)."""
+    from .data import label_from_folder
+    from .images import iter_image_files
+    root = Path(root)
+    files, labels = [], []
+    for sub in sorted(p for p in root.iterdir() if p.is_dir()):
+        label = label_from_folder(sub.name)
+        if label is None:
+            continue
+        found = iter_image_files([sub])
+        files += found
+        labels += [label] * len(found)
+    if not files:
+        raise ValueError(f"{root}: no REAL/FAKE sub-folders with images")
+    return files, np.asarray(labels)
+
+
+def evaluate_folders(predictors: dict, folders: list) -> pd.DataFrame:
+    """Every predictor on every REAL/FAKE folder: accuracy, ROC AUC and unreadable files."""
+    rows = []
+    for folder in folders:
+        files, labels = folder_images(folder)
+        for name, pred in predictors.items():
+            table, errors = pred.predict_files(files)
+            ok = np.isin([str(f) for f in files], table["path"].to_numpy())
+            p = table["prob_fake"].to_numpy()
+            rows.append({"folder": str(folder), "method": name, "n_images": int(ok.sum()), "unreadable": len(errors),
+                         "accuracy": _accuracy(labels[ok], p), "roc_auc": _auc(labels[ok], p),
+                         "mean_prob_fake": float(p.mean())})
+    return pd.DataFrame(rows)

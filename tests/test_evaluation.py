@@ -1,0 +1,153 @@
+"""Notebook 07's statistics, corruptions, calibration and Grad-CAM against hand-computed values."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from aidetect_utils import evaluation as ev
+from aidetect_utils.images import decode_image
+from aidetect_utils.metrics import expected_calibration_error
+
+
+# ------------------------------------------------------------------------------ bootstrap
+def test_bootstrap_ci_matches_the_normal_approximation():
+    y = np.array([0, 1] * 1000)
+    p = np.where(np.arange(2000) % 4 < 2, y, 1 - y).astype(float)      # exactly half right
+    assert ev._accuracy(y, p) == 0.5
+    lo, hi = ev.bootstrap_ci(y, p, "accuracy", n_boot=2000, seed=0)
+    half_width = 1.96 * math.sqrt(0.25 / 2000)                            # 0.0219
+    assert lo == pytest.approx(0.5 - half_width, abs=0.004)
+    assert hi == pytest.approx(0.5 + half_width, abs=0.004)
+    assert ev.bootstrap_ci(y, p, "accuracy", n_boot=200, seed=3) == ev.bootstrap_ci(y, p, "accuracy", n_boot=200, seed=3)
+
+
+def test_bootstrap_ci_degenerate_and_auc():
+    y = np.array([0, 0, 1, 1] * 25)
+    assert ev.bootstrap_ci(y, y.astype(float), "accuracy", n_boot=100) == (1.0, 1.0)
+    rng = np.random.default_rng(0)
+    p = np.clip(y * 0.3 + rng.random(100) * 0.7, 0, 1)
+    auc = ev._auc(y, p)
+    lo, hi = ev.bootstrap_ci(y, p, "roc_auc", n_boot=500, seed=0)
+    assert lo < auc < hi and 0.5 < lo
+
+
+# ------------------------------------------------------------------------------ McNemar
+def _preds(b: int, c: int, both_right: int = 5, both_wrong: int = 3):
+    """Labels all 1; A right/B wrong on b images, the reverse on c."""
+    a = [1] * b + [0] * c + [1] * both_right + [0] * both_wrong
+    bb = [0] * b + [1] * c + [1] * both_right + [0] * both_wrong
+    return np.ones(len(a), dtype=int), np.array(a), np.array(bb)
+
+
+def test_mcnemar_exact_by_hand():
+    y, a, b = _preds(10, 2)
+    t = ev.mcnemar(y, a, b)
+    assert (t["b"], t["c"], t["test"]) == (10, 2, "exact binomial")
+    # two-sided: 2 * P(X <= 2), X ~ Binomial(12, 1/2) = 2 * (1 + 12 + 66) / 4096
+    assert t["p_value"] == pytest.approx(2 * 79 / 4096, rel=1e-9)
+
+
+def test_mcnemar_chi_square_by_hand():
+    y, a, b = _preds(30, 10)
+    t = ev.mcnemar(y, a, b)
+    assert t["statistic"] == pytest.approx((20 - 1) ** 2 / 40)               # 9.025
+    assert t["p_value"] == pytest.approx(math.erfc(math.sqrt(9.025 / 2)), rel=1e-9)
+    assert ev.mcnemar(*_preds(0, 0))["p_value"] == 1.0
+    assert ev.mcnemar(y, b, a)["p_value"] == pytest.approx(t["p_value"])       # symmetric
+
+
+# ------------------------------------------------------------------------------ temperature scaling
+def test_temperature_scaling_by_hand():
+    # logit 2 at T = 2 becomes logit 1
+    assert ev.apply_temperature([1 / (1 + math.exp(-2))], 2.0)[0] == pytest.approx(1 / (1 + math.exp(-1)))
+    assert np.allclose(ev.apply_temperature([0.1, 0.5, 0.93], 1.0), [0.1, 0.5, 0.93])
+
+
+def test_temperature_recovers_known_overconfidence():
+    rng = np.random.default_rng(0)
+    z = rng.normal(0, 3, 100_000)
+    y = (rng.random(z.size) < 1 / (1 + np.exp(-z / 2))).astype(int)    # true logit is z / 2
+    p = 1 / (1 + np.exp(-z))                                              # model says z: too confident
+    t = ev.fit_temperature(p, y)
+    assert t == pytest.approx(2.0, abs=0.05)
+    assert expected_calibration_error(y, ev.apply_temperature(p, t)) < expected_calibration_error(y, p) / 3
+
+
+def test_reliability_bins():
+    y = np.array([1, 0, 1, 0])
+    p = np.array([0.9, 0.9, 0.6, 0.2])       # confidences 0.9, 0.9, 0.6, 0.8
+    r = ev.reliability(y, p, n_bins=5)       # bins of width 0.1 over [0.5, 1]
+    assert r["count"].sum() == 4
+    assert r.set_index("bin_hi")["accuracy"].round(6).to_dict() == {0.6: 1.0, 0.8: 1.0, 0.9: 0.5}
+
+
+# ------------------------------------------------------------------------------ corruptions
+def test_corruptions_on_known_inputs():
+    grey = np.full((2, 64, 64, 3), 128, dtype=np.uint8)
+    for kind, s in (("blur", 2.0), ("resize", 0.25), ("noise", 0.0)):
+        assert np.array_equal(ev.corrupt(grey, kind, s), grey), kind
+    assert np.abs(ev.corrupt(grey, "jpeg", 30).astype(int) - 128).max() <= 1
+    noisy = ev.corrupt(grey, "noise", 8.0, seed=1).astype(float)
+    assert noisy.std() == pytest.approx(8.0, abs=0.3) and noisy.mean() == pytest.approx(128, abs=0.3)
+    assert np.array_equal(noisy, ev.corrupt(grey, "noise", 8.0, seed=1))
+    checker = np.zeros((1, 32, 32, 3), dtype=np.uint8)
+    checker[:, ::2, ::2] = checker[:, 1::2, 1::2] = 255                   # 1-pixel checkerboard
+    assert ev.corrupt(checker, "resize", 0.5).std() < 0.2 * checker.std()  # the fine pattern is gone
+    assert ev.corrupt(checker, "blur", 1.0).std() < 0.5 * checker.std()
+    with pytest.raises(ValueError, match="unknown corruption"):
+        ev.corrupt(grey, "rain", 1)
+
+
+def test_jpeg_corruption_grows_with_lower_quality(cifake_members):
+    # a never-compressed image: smooth gradients plus fine noise
+    yy, xx = np.mgrid[0:64, 0:64]
+    rng = np.random.default_rng(0)
+    synth = np.stack([xx * 4, yy * 4, (xx + yy) * 2], -1) + rng.integers(0, 24, (64, 64, 3))
+    synth = np.clip(synth, 0, 255).astype(np.uint8)[None]
+    err = {q: np.mean((ev.corrupt(synth, "jpeg", q).astype(float) - synth) ** 2) for q in (95, 75, 50, 30)}
+    assert 0 < err[95] < err[75] < err[50] < err[30]
+    # CIFAKE files are JPEGs already: re-encoding near their own quality changes little, but
+    # quality 30 still costs more than 95 or 50
+    imgs = np.stack([decode_image(d).array for n, d in sorted(cifake_members.items())[:8]])
+    err = {q: np.mean((ev.corrupt(imgs, "jpeg", q).astype(float) - imgs) ** 2) for q in (95, 50, 30)}
+    assert 0 < err[95] < err[30] and err[50] < err[30]
+    out = ev.corrupt(imgs, "jpeg", 50)
+    assert out.shape == imgs.shape and out.dtype == np.uint8
+
+
+# ------------------------------------------------------------------------------ results on disk
+def test_align_keeps_common_ids_and_checks_labels():
+    rec = {"trainable_params": 1, "total_params": 2, "train_seconds": 1.0, "inference_images_per_second": 1.0,
+           "device": "cpu", "profile": "test"}
+    a = pd.DataFrame({"id": ["x", "y", "z"], "cifar_class": [0, 1, 2], "label": [0, 1, 1], "prob_fake": [0.1, 0.8, 0.4]})
+    b = pd.DataFrame({"id": ["z", "y"], "cifar_class": [2, 1], "label": [1, 1], "prob_fake": [0.9, 0.7]})
+    labels, probs = ev.align({"a": (rec, a), "b": (rec, b)})
+    assert labels["id"].tolist() == ["y", "z"]
+    assert probs.to_dict("list") == {"a": [0.8, 0.4], "b": [0.7, 0.9]}
+    table = ev.comparison_table({"a": (rec, a), "b": (rec, b)}, labels, probs, n_boot=50)
+    assert table.index.tolist() == ["b", "a"] and table.loc["b", "accuracy"] == 1.0
+    assert table.loc["a", "mcnemar_b_c"] == "1/0"     # b right and a wrong on one image
+    with pytest.raises(ValueError, match="labels disagree"):
+        ev.align({"a": (rec, a), "b": (rec, b.assign(label=[0, 1]))})
+
+
+# ------------------------------------------------------------------------------ Grad-CAM
+def test_gradcam_on_cnn_and_vit():
+    from aidetect_utils.models import EfficientNetDetector, ViTClassifier, build_feature_classifier
+    torch.manual_seed(0)
+    x = torch.randn(3, 3, 32, 32)
+    cnn = EfficientNetDetector("tf_efficientnet_lite0").eval()
+    layer, _ = ev._target_layer(cnn, x)
+    assert layer is cnn.backbone.blocks[2]                 # the last stage still 4x4 at 32 px
+    maps = ev.explain_maps(cnn, x)
+    assert maps.shape == (3, 32, 32) and maps.min() >= 0 and maps.max() <= 1 and maps.std() > 0
+    vit = ViTClassifier({"image_size": 32, "patch_size": 8, "hidden_size": 48, "num_hidden_layers": 2,
+                         "num_attention_heads": 3, "intermediate_size": 96}).eval()
+    assert ev.explain_maps(vit, x).shape == (3, 32, 32)
+    frozen = build_feature_classifier({"kind": "timm", "name": "tf_efficientnet_lite0"}, {"kind": "linear"})
+    assert ev.explain_maps(frozen.eval(), x).std() > 0     # gradients reach a frozen backbone
+    assert not ev.supports_explanations(torch.nn.Linear(2, 2))
