@@ -445,3 +445,28 @@ def detection_data(dataset: str = "cifake", *, image_size: int, n_train: int | N
     else:
         raise ValueError(f"dataset must be 'cifake' or 'sid_set', got {dataset!r}")
     return train, test, vlm_preprocessing(image_size, source_size=train.images.shape[1])
+
+
+def describe_model(info: dict) -> str:
+    """What :func:`build_lora_model` loaded, in three lines for the notebook."""
+    return (f"backend: {info['backend']} ({info['why']})\n"
+            f"model: {info['model']} | LoRA on {info['lora_modules']} modules {info['lora_targets']}\n"
+            f"trainable parameters: {info['trainable']:,} of {info['total']:,} ({info['trainable'] / info['total']:.2%})")
+
+
+def score(model, processor, info: dict, loader, desc: str = "score") -> tuple[np.ndarray, float]:
+    """P(FAKE) for every image of ``loader`` from the answer logits, and the seconds it took."""
+    from .engine import predict_proba
+    detector = VLMDetector(for_inference(model, info["backend"]), processor, info["model"], info["backend"])
+    return predict_proba(detector, loader, desc=desc)
+
+
+def evaluate_and_save(trainer, processor, info: dict, test, *, method: str, profile: str, preprocessing: dict,
+                      dataset: str, batch_size: int, extra: dict | None = None) -> dict:
+    """Score the test split with the fine-tuned model and write results/<method>/ (metrics.json,
+    predictions.csv, model folder) exactly like the other methods."""
+    from .artifacts import evaluate_and_save as save
+    detector = VLMDetector(for_inference(trainer.model, info["backend"]), processor, info["model"], info["backend"])
+    return save(detector, test, method=method, backbone=info["model"], profile=profile, preprocessing=preprocessing,
+                architecture=detector.spec(), train_seconds=trainer.train_seconds, batch_size=batch_size,
+                dataset=dataset, extra={"backend": info["backend"], "steps": trainer.state.global_step, **(extra or {})})
