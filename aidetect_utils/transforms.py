@@ -30,7 +30,7 @@ class ArrayDataset(Dataset):
         return len(self.labels)
 
     def __getitem__(self, i: int):
-        x = torch.from_numpy(np.ascontiguousarray(self.images[i])).permute(2, 0, 1)  # CHW uint8
+        x = torch.from_numpy(np.array(self.images[i], copy=True)).permute(2, 0, 1)  # CHW uint8 (the cache is read-only)
         if self.transform is not None:
             x = self.transform(x)
         return x, int(self.labels[i])
