@@ -158,7 +158,9 @@ def load_base(model_name: str, backend: str, *, load_in_4bit: bool = True, tiny:
         from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
         from .models import _from_hub
         kwargs = {"dtype": torch.bfloat16} if torch.cuda.is_available() else {}
-        if load_in_4bit and torch.cuda.is_available():
+        if load_in_4bit and torch.cuda.is_available() and importlib.util.find_spec("bitsandbytes") is None:
+            warnings.warn("load_in_4bit needs the bitsandbytes package (pip install -e .[gpu]); loading in bf16")
+        elif load_in_4bit and torch.cuda.is_available():
             from transformers import BitsAndBytesConfig
             kwargs["quantization_config"] = BitsAndBytesConfig(
                 load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
