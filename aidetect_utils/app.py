@@ -112,26 +112,29 @@ def _png_b64(arr: np.ndarray, scale: int = 4) -> str:
 
 def _overlay(arr: np.ndarray, cam: np.ndarray) -> np.ndarray:
     import matplotlib
-    heat = torch.nn.functional.interpolate(torch.from_numpy(cam)[None, None].float(), size=arr.shape[:2],
-                                           mode="bilinear")[0, 0].numpy()
+
+    from .evaluation import resize_map
+    heat = resize_map(cam, arr.shape[:2])
     colored = (matplotlib.colormaps["jet"](heat)[..., :3] * 255).astype(np.float32)
     return (0.55 * arr + 0.45 * colored).clip(0, 255).astype(np.uint8)
 
 
 def _score(det: Detector, arr: np.ndarray) -> Verdict:
+    """One model on one image: the MC-dropout mean and spread where the model has a dropout head
+    on frozen features (else one deterministic pass), and the Grad-CAM overlay where supported."""
     pred = det.predictor
-    p = float(pred.prob_fake(arr[None])[0])
     std = cam = None
+    x = pred.transform(torch.from_numpy(arr).permute(2, 0, 1))[None].to(pred.device)
     if det.mc_dropout:
         from .uncertainty import mc_dropout_predict
-        x = pred.transform(torch.from_numpy(arr).permute(2, 0, 1))[None].to(pred.device)
         with torch.no_grad():
             feats = pred.model.features(x)
         mc = mc_dropout_predict(pred.model.head, feats, n_samples=MC_SAMPLES, seed=0)
         p, std = float(mc["prob_fake"][0]), float(mc["std"][0])
+    else:
+        p = float(pred.prob_fake(arr[None])[0])
     if det.gradcam:
         from .evaluation import explain_maps
-        x = pred.transform(torch.from_numpy(arr).permute(2, 0, 1))[None].to(pred.device)
         cam = _png_b64(_overlay(arr, explain_maps(pred.model, x)[0]))
     return Verdict(det.name, p, CLASS_NAMES[int(p >= pred.threshold)], std, cam)
 
@@ -139,6 +142,8 @@ def _score(det: Detector, arr: np.ndarray) -> Verdict:
 def analyse(paths: list[str | Path], detectors: list[Detector], max_bytes: int = MAX_FILE_MB * 2 ** 20) -> list[Result]:
     """Score every file with every detector; any problem becomes ``Result.error``, never an exception."""
     results = []
+    src = detectors[0].source_size
+    mixed = any(d.source_size != src for d in detectors)
     for path in paths or []:
         path = Path(path)
         res = Result(name=path.name)
@@ -146,9 +151,8 @@ def analyse(paths: list[str | Path], detectors: list[Detector], max_bytes: int =
             size = path.stat().st_size
             if size > max_bytes:
                 raise ImageError(f"{path.name}: {size / 2 ** 20:.1f} MB is over the {max_bytes / 2 ** 20:.0f} MB limit")
-            src = detectors[0].source_size
             decoded = decode_image(path, name=path.name, size=src)
-            if any(d.source_size != src for d in detectors):
+            if mixed:
                 raise ImageError("the loaded models were trained at different resolutions; load them separately")
             res.notes = decoded.notes
             w, h = decoded.orig_size

@@ -25,7 +25,7 @@ from sklearn import metrics as skm
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from .metrics import classification_metrics, expected_calibration_error  # noqa: F401 (notebook 07 uses it via ev)
+from .metrics import classification_metrics, confidence_bins, expected_calibration_error  # noqa: F401 (07 uses ECE via ev)
 
 TABLE_COLUMNS = ["accuracy", "accuracy_ci", "balanced_accuracy", "precision_fake", "recall_fake", "f1_fake",
                  "roc_auc", "roc_auc_ci", "pr_auc", "tpr_at_5pct_fpr", "ece", "trainable_params",
@@ -251,14 +251,10 @@ def fit_temperature(prob_fake_val, y_val) -> float:
 
 def reliability(y_true, prob_fake, n_bins: int = 10) -> pd.DataFrame:
     """Mean confidence and accuracy of the predicted class per equal-width confidence bin."""
-    y = np.asarray(y_true).astype(int)
-    p = np.asarray(prob_fake, dtype=float)
-    pred = (p >= 0.5).astype(int)
-    conf = np.where(pred == 1, p, 1 - p)
     edges = np.linspace(0.5, 1.0, n_bins + 1)
-    idx = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, n_bins - 1)
+    conf, correct, idx = confidence_bins(np.asarray(y_true).astype(int), np.asarray(prob_fake, dtype=float), edges)
     rows = [{"bin_lo": edges[b], "bin_hi": edges[b + 1], "confidence": conf[idx == b].mean(),
-             "accuracy": (pred == y)[idx == b].mean(), "count": int((idx == b).sum())}
+             "accuracy": correct[idx == b].mean(), "count": int((idx == b).sum())}
             for b in range(n_bins) if (idx == b).any()]
     return pd.DataFrame(rows)
 
@@ -306,6 +302,8 @@ def _target_layer(model, x: torch.Tensor | None = None, min_side: int = 4):
 def explain_maps(model, x: torch.Tensor) -> np.ndarray:
     """Grad-CAM maps (N, H, W) in [0, 1] for the FAKE decision of ``model`` on preprocessed ``x``."""
     from pytorch_grad_cam import GradCAM
+
+    from .engine import logits_of
     from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget, ClassifierOutputTarget
 
     class _Logits(torch.nn.Module):                       # Grad-CAM wants a plain tensor output
@@ -314,8 +312,7 @@ def explain_maps(model, x: torch.Tensor) -> np.ndarray:
             self.m = m
 
         def forward(self, inp):
-            out = self.m(inp)
-            return out.logits if hasattr(out, "logits") else out
+            return logits_of(self.m(inp))
 
     layer, reshape = _target_layer(model, x)
     wrapped = _Logits(model).eval()
@@ -325,6 +322,12 @@ def explain_maps(model, x: torch.Tensor) -> np.ndarray:
     x = x.detach().clone().requires_grad_(True)   # frozen backbones: gradients flow from the input
     with torch.enable_grad(), GradCAM(model=wrapped, target_layers=[layer], reshape_transform=reshape) as cam:
         return cam(input_tensor=x, targets=targets)
+
+
+def resize_map(cam: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A Grad-CAM map (at the network's input size) resized bilinearly to an image's (H, W)."""
+    return torch.nn.functional.interpolate(torch.from_numpy(cam)[None, None].float(), size=tuple(shape),
+                                           mode="bilinear")[0, 0].numpy()
 
 
 def supports_explanations(model) -> bool:

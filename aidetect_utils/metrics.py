@@ -25,16 +25,21 @@ def _check(y_true, prob_fake) -> tuple[np.ndarray, np.ndarray]:
     return y, p
 
 
+def confidence_bins(y: np.ndarray, p: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Confidence of the predicted class, whether it is right (0/1), and the index of its
+    equal-width bin (lo, hi] among ``edges``: what ECE and reliability diagrams are made of."""
+    pred = (p >= 0.5).astype(int)
+    conf = np.where(pred == 1, p, 1 - p)
+    idx = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, len(edges) - 2)
+    return conf, (pred == y).astype(float), idx
+
+
 def expected_calibration_error(y_true, prob_fake, n_bins: int = 15) -> float:
     """ECE of the predicted class's confidence: over ``n_bins`` equal-width bins (lo, hi] of
     [0, 1], the sum of |accuracy - mean confidence| weighted by the bin's share of images.
     A binary prediction's confidence is at least 0.5, so the lower bins stay empty."""
     y, p = _check(y_true, prob_fake)
-    pred = (p >= 0.5).astype(int)
-    conf = np.where(pred == 1, p, 1 - p)
-    correct = (pred == y).astype(float)
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
-    idx = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, n_bins - 1)
+    conf, correct, idx = confidence_bins(y, p, np.linspace(0.0, 1.0, n_bins + 1))
     ece = 0.0
     for b in range(n_bins):
         m = idx == b

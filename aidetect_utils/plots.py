@@ -173,17 +173,23 @@ def roc_pr_overlay(y_true, probs: pd.DataFrame, save=None):
     return _save(fig, save)
 
 
+def _grid(n: int, width: float, height: float, max_cols: int = 4):
+    """A figure of ``n`` panels, at most ``max_cols`` a row; the unused panels are switched off."""
+    cols = min(n, max_cols)
+    rows = int(np.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    return fig, axes
+
+
 def confusion_grid(y_true, probs: pd.DataFrame, threshold: float = 0.5, save=None):
     n = len(probs.columns)
-    cols = min(n, 4)
-    rows = int(np.ceil(n / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(3.1 * cols, 2.9 * rows), squeeze=False)
+    fig, axes = _grid(n, 3.1, 2.9)
     for ax, name in zip(axes.flat, probs.columns):
         ConfusionMatrixDisplay.from_predictions(y_true, (probs[name] >= threshold).astype(int), labels=[0, 1],
                                                 display_labels=CLASS_NAMES, ax=ax, colorbar=False)
         ax.set_title(name, fontsize=9)
-    for ax in list(axes.flat)[n:]:
-        ax.axis("off")
     fig.tight_layout()
     return _save(fig, save)
 
@@ -242,9 +248,7 @@ def robustness_lines(df: pd.DataFrame, metric: str = "accuracy", save=None):
 def reliability_grid(curves: dict[str, tuple[pd.DataFrame, pd.DataFrame]], save=None):
     """Reliability diagrams per method: before and after temperature scaling."""
     n = len(curves)
-    cols = min(n, 4)
-    rows = int(np.ceil(n / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(3.1 * cols, 3.0 * rows), squeeze=False)
+    fig, axes = _grid(n, 3.1, 3.0)
     for ax, (name, (before, after)) in zip(axes.flat, curves.items()):
         ax.plot([0.5, 1], [0.5, 1], ls=":", c="grey")
         ax.plot(before["confidence"], before["accuracy"], "o-", ms=3, label="raw")
@@ -252,8 +256,6 @@ def reliability_grid(curves: dict[str, tuple[pd.DataFrame, pd.DataFrame]], save=
         ax.set(title=name, xlabel="confidence", ylabel="accuracy", xlim=(0.5, 1.0), ylim=(0.0, 1.02))
         ax.title.set_fontsize(9)
         ax.legend(fontsize=7)
-    for ax in list(axes.flat)[n:]:
-        ax.axis("off")
     fig.tight_layout()
     return _save(fig, save)
 

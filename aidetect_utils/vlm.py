@@ -456,11 +456,15 @@ def describe_model(info: dict) -> str:
             f"trainable parameters: {info['trainable']:,} of {info['total']:,} ({info['trainable'] / info['total']:.2%})")
 
 
+def inference_detector(model, processor, info: dict) -> VLMDetector:
+    """The model (switched to inference) as a :class:`VLMDetector`, from :func:`build_lora_model`'s ``info``."""
+    return VLMDetector(for_inference(model, info["backend"]), processor, info["model"], info["backend"])
+
+
 def score(model, processor, info: dict, loader, desc: str = "score") -> tuple[np.ndarray, float]:
     """P(FAKE) for every image of ``loader`` from the answer logits, and the seconds it took."""
     from .engine import predict_proba
-    detector = VLMDetector(for_inference(model, info["backend"]), processor, info["model"], info["backend"])
-    return predict_proba(detector, loader, desc=desc)
+    return predict_proba(inference_detector(model, processor, info), loader, desc=desc)
 
 
 def evaluate_and_save(trainer, processor, info: dict, test, *, method: str, profile: str, preprocessing: dict,
@@ -468,7 +472,7 @@ def evaluate_and_save(trainer, processor, info: dict, test, *, method: str, prof
     """Score the test split with the fine-tuned model and write results/<method>/ (metrics.json,
     predictions.csv, model folder) exactly like the other methods."""
     from .artifacts import evaluate_and_save as save
-    detector = VLMDetector(for_inference(trainer.model, info["backend"]), processor, info["model"], info["backend"])
+    detector = inference_detector(trainer.model, processor, info)
     return save(detector, test, method=method, backbone=info["model"], profile=profile, preprocessing=preprocessing,
                 architecture=detector.spec(), train_seconds=trainer.train_seconds, batch_size=batch_size,
                 dataset=dataset, extra={"backend": info["backend"], "steps": trainer.state.global_step, **(extra or {})})
