@@ -122,15 +122,14 @@ def evaluate_and_save(model: nn.Module, test, *, method: str, backbone: str, pro
     by the notebook (e.g. Monte Carlo dropout means) instead of one deterministic pass.
     Returns the metrics record.
     """
-    from .engine import predict_proba
+    from .engine import make_loader, predict_proba
     from .models import count_parameters
     from .paths import method_dir
     from .transforms import ArrayDataset, eval_transform
 
     out = Path(out_dir) if out_dir else method_dir(method)
     if prob_fake is None:
-        loader = torch.utils.data.DataLoader(ArrayDataset(test.images, test.labels, eval_transform(preprocessing)),
-                                             batch_size=batch_size)
+        loader = make_loader(ArrayDataset(test.images, test.labels, eval_transform(preprocessing)), batch_size)
         prob, seconds = predict_proba(model, loader, desc=f"{method} test")
     else:
         prob, seconds = np.asarray(prob_fake), float(inference_seconds or 0.0)

@@ -314,6 +314,7 @@ def explain_maps(model, x: torch.Tensor) -> np.ndarray:
         def forward(self, inp):
             return logits_of(self.m(inp))
 
+    x = x.to(next(model.parameters()).device)
     layer, reshape = _target_layer(model, x)
     wrapped = _Logits(model).eval()
     with torch.no_grad():

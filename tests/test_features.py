@@ -125,6 +125,10 @@ def test_mc_dropout():
     assert list(mc.columns) == ["prob_fake", "std", "entropy", "mutual_info", "prob_fake_det"]
     assert (mc["std"] > 0).all() and (mc["mutual_info"] >= -1e-12).all()
     assert mc.equals(uncertainty.mc_dropout_predict(head, x, n_samples=30, seed=3))
+    # the caller's random stream is left where it was
+    torch.manual_seed(11); expected = torch.rand(3)
+    torch.manual_seed(11); uncertainty.mc_dropout_predict(head, x, n_samples=4, seed=3)
+    assert torch.equal(torch.rand(3), expected)
     assert not head.training and all(not m.training for m in head.modules())
     with torch.no_grad():
         det = torch.softmax(head(x), -1)[:, 1].numpy()

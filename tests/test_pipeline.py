@@ -43,6 +43,21 @@ def test_runs_with_profile_parameters(series, tmp_path):
     assert "size 100 big" in printed
 
 
+def test_command_line_parameters_override_the_profile(series, tmp_path, monkeypatch):
+    assert pipeline.parse_overrides([["size", "224"], ["name", "lite0"], ["n", "null"]]) == \
+        {"size": 224, "name": "lite0", "n": None}
+    recs = pipeline.run("big", only=["00"], notebooks_dir=series, out_dir=tmp_path / "out",
+                        overrides={"size": 7})
+    out = nbformat.read(recs[0]["output"], 4)
+    printed = "".join(o.get("text", "") for c in out.cells for o in c.get("outputs", []))
+    assert "size 14 big" in printed          # 7, not the profile's 50
+    # the command line reaches run() with the value read as YAML
+    seen = {}
+    monkeypatch.setattr(pipeline, "run", lambda *a, **k: seen.update(k) or [])
+    assert pipeline.main(["--only", "00", "-p", "size", "224", "-p", "tag", "x"]) == 0
+    assert seen["overrides"] == {"size": 224, "tag": "x"}
+
+
 def test_failure_names_notebook_and_cell(series, tmp_path, capsys):
     with pytest.raises(pipeline.NotebookFailed) as e:
         pipeline.run("smoke", notebooks_dir=series, out_dir=tmp_path / "out")
