@@ -76,7 +76,8 @@ def default_workers() -> int:
     """Loader worker processes: none on a CPU-only machine (the cores are busy training, and a
     worker would only compete with them), up to 8 beside a GPU, where per-image resizing and
     augmentation in one process cannot keep up (Lite0 at 224 px on an H100: one process
-    prepares ~1,600 images/s, eight ~3,500, the GPU trains ~1,200-1,900; benchmarks/README.md)."""
+    prepares ~1,600 images/s, eight ~3,500, the GPU trains ~1,200-1,900;
+    benchmarks/gpu_loader_throughput.py)."""
     if not torch.cuda.is_available():
         return 0
     return max(0, min(8, (os.cpu_count() or 1) - 1))
