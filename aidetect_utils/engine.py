@@ -47,6 +47,7 @@ class TrainConfig:
     grad_clip: float | None = None
     mixed_precision: str = "auto"     # "auto": bf16 on a GPU that has it, else full precision
     restore_best: bool = True
+    channels_last: bool = False       # conv nets: NHWC weights and batches (see to_channels_last)
 
 
 @dataclass
@@ -96,6 +97,27 @@ def make_accelerator(mixed_precision: str = "auto") -> Accelerator:
     if mixed_precision == "auto":
         mixed_precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
     return Accelerator(mixed_precision=mixed_precision)
+
+
+def to_channels_last(model: nn.Module) -> nn.Module:
+    """Store a conv net's weights channels-last (NHWC). oneDNN's convolutions on a CPU, and
+    tensor-core convolutions on a GPU, are fastest in that layout; with NCHW they reorder every
+    tensor on every call. Measured on the 2-core reference CPU, EfficientNet-Lite0 training
+    steps run ~3x faster at 32 px and ~1.9x at 64 px (``benchmarks/train_throughput.py``).
+    Batches must be channels-last too (:func:`match_memory_format`), else the gain is lost."""
+    return model.to(memory_format=torch.channels_last)
+
+
+def _is_channels_last(model: nn.Module) -> bool:
+    for p in model.parameters():
+        if p.ndim == 4 and p.shape[1] > 1 and p.shape[2] * p.shape[3] > 1:  # a real 2-D conv kernel
+            return not p.is_contiguous() and p.is_contiguous(memory_format=torch.channels_last)
+    return False
+
+
+def match_memory_format(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """An image batch in the layout of the model that reads it (no copy when it already is)."""
+    return x.contiguous(memory_format=torch.channels_last) if channels_last and x.ndim == 4 else x
 
 
 def logits_of(output) -> torch.Tensor:
@@ -194,6 +216,8 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader, opti
         else:
             print(f"[engine] checkpoint in {ckpt_last} is for another configuration: training afresh")
 
+    if config.channels_last:
+        to_channels_last(model)   # in place, so the optimizer keeps the same parameters
     model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
     plateau = isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
 
@@ -204,6 +228,7 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader, opti
         tot_loss = tot_correct = tot_n = 0.0
         bar = progress(train_loader, desc=f"{desc} epoch {epoch}/{config.epochs}", leave=False)
         for step, (x, y) in enumerate(bar):
+            x = match_memory_format(x, config.channels_last)
             with accelerator.autocast():
                 logits = logits_of(model(x))
                 loss = loss_fn(logits, y)
@@ -265,9 +290,11 @@ def evaluate_loss(model: nn.Module, loader: DataLoader, loss_fn: Callable = defa
     """Mean loss and accuracy over ``loader`` (model in eval mode)."""
     model.eval()
     tot_loss = tot_correct = tot_n = 0.0
+    channels_last = _is_channels_last(model)
     for x, y in loader:
         if accelerator is None:
             x, y = x.to(_device(model)), y.to(_device(model))
+        x = match_memory_format(x, channels_last)
         logits = logits_of(model(x))
         if accelerator is not None:
             logits, y = accelerator.gather_for_metrics((logits, y))
@@ -289,12 +316,13 @@ def predict_proba(model: nn.Module, loader: DataLoader, desc: str = "predict") -
     """P(FAKE) for every image of ``loader`` in order, and the wall seconds it took."""
     model.eval()
     device = _device(model)
+    channels_last = _is_channels_last(model)
     out = []
     t0 = time.perf_counter()
     for batch in progress(loader, desc=desc, leave=False):
-        x = batch[0] if isinstance(batch, (list, tuple)) else batch
+        x = match_memory_format((batch[0] if isinstance(batch, (list, tuple)) else batch).to(device), channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            out.append(prob_fake_from_logits(logits_of(model(x.to(device)))).cpu())
+            out.append(prob_fake_from_logits(logits_of(model(x))).cpu())
     seconds = time.perf_counter() - t0
     probs = torch.cat(out).numpy().astype(np.float64) if out else np.zeros(0)
     if not np.all(np.isfinite(probs)):

@@ -149,3 +149,22 @@ def test_loader_workers_default_to_none_on_cpu_and_some_beside_a_gpu(monkeypatch
     monkeypatch.setattr("os.cpu_count", lambda: 2)
     assert engine.default_workers() == 1
     assert engine.make_loader(ds, 2, num_workers=0).num_workers == 0   # an explicit choice wins
+
+
+def test_channels_last_trains_the_same_model(loaders, tmp_path):
+    """NHWC is only a memory layout: the same seed gives the same losses and predictions
+    (to float rounding), the weights end up channels-last, and inference follows them."""
+    tr, va = loaders
+    runs = {}
+    for cl in (False, True):
+        model = tiny_cnn(seed=3)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        h = engine.fit(model, tr, va, opt, tmp_path / f"cl{cl}", engine.TrainConfig(epochs=2, seed=0, channels_last=cl))
+        runs[cl] = (model, [b["loss"] for b in h.batches])
+    assert np.allclose(runs[False][1], runs[True][1], atol=1e-4)
+    conv = runs[True][0][3].weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    assert engine._is_channels_last(runs[True][0]) and not engine._is_channels_last(runs[False][0])
+    p_nchw, _ = engine.predict_proba(runs[False][0], va)
+    p_nhwc, _ = engine.predict_proba(runs[True][0], va)
+    assert np.allclose(p_nchw, p_nhwc, atol=1e-4)
