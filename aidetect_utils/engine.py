@@ -293,7 +293,7 @@ def evaluate_loss(model: nn.Module, loader: DataLoader, loss_fn: Callable = defa
     channels_last = _is_channels_last(model)
     for x, y in loader:
         if accelerator is None:
-            x, y = x.to(_device(model)), y.to(_device(model))
+            x, y = x.to(device_of(model)), y.to(device_of(model))
         x = match_memory_format(x, channels_last)
         logits = logits_of(model(x))
         if accelerator is not None:
@@ -304,7 +304,9 @@ def evaluate_loss(model: nn.Module, loader: DataLoader, loss_fn: Callable = defa
     return {"loss": tot_loss / max(tot_n, 1), "acc": tot_correct / max(tot_n, 1)}
 
 
-def _device(model: nn.Module) -> torch.device:
+def device_of(model: nn.Module) -> torch.device:
+    """The device a model's parameters are on (the CPU for a model without parameters): where
+    its inputs must go."""
     try:
         return next(model.parameters()).device
     except StopIteration:
@@ -315,7 +317,7 @@ def _device(model: nn.Module) -> torch.device:
 def predict_proba(model: nn.Module, loader: DataLoader, desc: str = "predict") -> tuple[np.ndarray, float]:
     """P(FAKE) for every image of ``loader`` in order, and the wall seconds it took."""
     model.eval()
-    device = _device(model)
+    device = device_of(model)
     channels_last = _is_channels_last(model)
     out = []
     t0 = time.perf_counter()

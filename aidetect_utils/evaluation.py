@@ -303,7 +303,7 @@ def explain_maps(model, x: torch.Tensor) -> np.ndarray:
     """Grad-CAM maps (N, H, W) in [0, 1] for the FAKE decision of ``model`` on preprocessed ``x``."""
     from pytorch_grad_cam import GradCAM
 
-    from .engine import logits_of
+    from .engine import device_of, logits_of
     from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget, ClassifierOutputTarget
 
     class _Logits(torch.nn.Module):                       # Grad-CAM wants a plain tensor output
@@ -314,7 +314,7 @@ def explain_maps(model, x: torch.Tensor) -> np.ndarray:
         def forward(self, inp):
             return logits_of(self.m(inp))
 
-    x = x.to(next(model.parameters()).device)
+    x = x.to(device_of(model))
     layer, reshape = _target_layer(model, x)
     wrapped = _Logits(model).eval()
     with torch.no_grad():

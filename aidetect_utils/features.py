@@ -32,10 +32,10 @@ def extract_features(model: nn.Module, images: np.ndarray, transform, batch_size
     ``seed`` fixes the random draws of an augmenting ``transform`` (one view per seed).
     """
     model.eval()
-    device = next(model.parameters()).device
+    from .engine import device_of, make_loader
+    device = device_of(model)
     if seed is not None:
         torch.manual_seed(seed)
-    from .engine import make_loader
     loader = make_loader(ArrayDataset(images, np.zeros(len(images), int), transform), batch_size)
     out = []
     t0 = time.perf_counter()
@@ -78,7 +78,8 @@ def gradient_importance(head: nn.Module, features: np.ndarray, batch_size: int =
     moves P(FAKE).
     """
     head.eval()
-    device = next(head.parameters()).device
+    from .engine import device_of
+    device = device_of(head)
     total = torch.zeros(features.shape[1])
     for i in range(0, len(features), batch_size):
         x = torch.tensor(features[i:i + batch_size], device=device, requires_grad=True)

@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .engine import prob_fake_from_logits
+from .engine import device_of, prob_fake_from_logits
 
 
 def _entropy(p: np.ndarray) -> np.ndarray:
@@ -35,7 +35,7 @@ def mc_dropout_predict(model: nn.Module, x: torch.Tensor, n_samples: int = 50, s
     drops = [m for m in model.modules() if isinstance(m, nn.Dropout)]
     if not drops:
         raise ValueError("the model has no dropout layer: MC dropout would return identical passes")
-    device = next(model.parameters()).device
+    device = device_of(model)
 
     def run() -> np.ndarray:
         return torch.cat([prob_fake_from_logits(model(x[i:i + batch_size].to(device)))

@@ -350,7 +350,8 @@ class VLMDetector(nn.Module):
         self.answer_ids = list(answer_token_ids(processor))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        device = next(self.model.parameters()).device
+        from .engine import device_of
+        device = device_of(self.model)
         dtype = next(p for p in self.model.parameters() if p.is_floating_point()).dtype
         batch = self.collator([(img, 0) for img in x])
         batch = {k: v.to(device) for k, v in batch.items()}
