@@ -20,12 +20,34 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".jfif"}
 
-#: Images above this many pixels are refused (Pillow's own bomb guard is 2x its limit).
+#: The most pixels ever decoded for one image (64 M: about 200 MB as RGB). A JPEG above it is
+#: decoded at 1/2, 1/4 or 1/8 of its size (the JPEG decoder's own DCT scaling, ``Image.draft``),
+#: so a genuine 144-megapixel photo costs no more memory than a 36-megapixel one; anything that
+#: still exceeds the bound (any other format, or a JPEG over 64x the bound) is refused as a
+#: possible decompression bomb.
 MAX_PIXELS = 8192 * 8192
+#: The largest reduction the JPEG decoder offers (1/8 of each side).
+MAX_JPEG_REDUCTION = 8
+# Pillow's own guard (a warning above this, an error above twice this) would refuse a genuine
+# large photo before it can be decoded at reduced size; :func:`_within_pixel_bound` is the guard.
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS * MAX_JPEG_REDUCTION ** 2
 
 
 class ImageError(ValueError):
     """A file that cannot be used as an image. ``str(err)`` is one line naming the file."""
+
+
+def display_name(path: str | os.PathLike) -> str:
+    """A path as text that can always be printed or written as UTF-8.
+
+    POSIX file names are bytes: a name that is not valid UTF-8 reaches Python with "surrogate
+    escapes", which ``print`` and every UTF-8 writer refuse (a ``UnicodeEncodeError`` that would
+    lose a whole batch). Such bytes are shown as ``\\xNN`` escapes instead; valid names are unchanged.
+    """
+    text = os.fspath(path)
+    if isinstance(text, bytes):
+        return text.decode("utf-8", "backslashreplace")
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 @dataclass
@@ -60,6 +82,12 @@ def _to_rgb(img: Image.Image, notes: list[str]) -> Image.Image:
     return img.convert("RGB")
 
 
+def one_line(exc: BaseException | str, limit: int = 300) -> str:
+    """An error's text on one line (library messages often span several), at most ``limit`` characters."""
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def decode_image(source: bytes | str | os.PathLike, name: str | None = None,
                  size: int | None = None) -> Decoded:
     """Decode ``source`` (file path or raw bytes) into an RGB uint8 array of shape (H, W, 3).
@@ -68,7 +96,7 @@ def decode_image(source: bytes | str | os.PathLike, name: str | None = None,
     is not already that size, and the resize is noted. Raises :class:`ImageError` on anything
     that is not a usable image.
     """
-    label = name or (str(source) if not isinstance(source, bytes) else "<bytes>")
+    label = display_name(name) if name else (display_name(source) if not isinstance(source, bytes) else "<bytes>")
     try:
         if isinstance(source, bytes):
             data = source
@@ -81,14 +109,13 @@ def decode_image(source: bytes | str | os.PathLike, name: str | None = None,
     notes: list[str] = []
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # Pillow's own guard would refuse a genuine large photo at open(); the pixel bound
+            # below replaces it, after the JPEG decoder was asked to reduce.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
-            w, h = img.size
-            if w * h > MAX_PIXELS:
-                raise ImageError(f"{label}: {w}x{h} pixels is over the {MAX_PIXELS:,}-pixel limit "
-                                 "(possible decompression bomb)")
-            img.load()  # forces the full decode: truncated files fail here
             orig_mode, orig_size = img.mode, img.size
+            _within_pixel_bound(img, label, notes)
+            img.load()  # forces the full decode: truncated files fail here
             orientation = _orientation(img)
             if orientation not in (None, 1):
                 img = ImageOps.exif_transpose(img)
@@ -109,6 +136,26 @@ def decode_image(source: bytes | str | os.PathLike, name: str | None = None,
     return Decoded(array=arr, orig_mode=orig_mode, orig_size=orig_size, notes=notes)
 
 
+def _within_pixel_bound(img: Image.Image, label: str, notes: list[str]) -> None:
+    """Set ``img`` (opened, not yet decoded) to decode at most :data:`MAX_PIXELS` pixels, or raise
+    :class:`ImageError` when it cannot be."""
+    w, h = img.size
+    if w * h <= MAX_PIXELS:
+        return
+    k = 1
+    if img.format == "JPEG":
+        while w * h > MAX_PIXELS * k * k and k < MAX_JPEG_REDUCTION:
+            k *= 2
+    if w * h > MAX_PIXELS * k * k:
+        what = ("even at 1/8 of each side, as the JPEG decoder allows" if img.format == "JPEG"
+                else f"and {img.format or 'this'} files cannot be decoded at reduced size")
+        raise ImageError(f"{label}: {w}x{h} pixels is over the {MAX_PIXELS:,}-pixel memory bound {what} "
+                         "(refused as a possible decompression bomb)")
+    img.draft(img.mode, (-(-w // k), -(-h // k)))
+    notes.append(f"decoded the {w}x{h} JPEG at 1/{k} size ({img.size[0]}x{img.size[1]}) to stay "
+                 f"within the {MAX_PIXELS // 2 ** 20} M-pixel memory bound")
+
+
 def _orientation(img: Image.Image) -> int | None:
     try:
         return img.getexif().get(0x0112)
@@ -116,12 +163,13 @@ def _orientation(img: Image.Image) -> int | None:
         return None
 
 
-def iter_image_files(paths: list[str | os.PathLike]) -> list[Path]:
+def iter_image_files(paths: list[str | os.PathLike], missing: list[str] | None = None) -> list[Path]:
     """Expand files and folders (recursively) into a sorted list of candidate image files.
 
     Folders contribute files with an image extension; a file named explicitly is always kept,
     so that a mislabelled file still gets a clear decoding error instead of being ignored.
-    Raises FileNotFoundError naming the first path that does not exist.
+    A path that does not exist raises FileNotFoundError naming it, unless ``missing`` is given:
+    then its one-line description is appended there and the other paths are still expanded.
     """
     out: list[Path] = []
     for p in map(Path, paths):
@@ -131,6 +179,8 @@ def iter_image_files(paths: list[str | os.PathLike]) -> list[Path]:
                               and not f.name.startswith(".")))
         elif p.exists():
             out.append(p)
+        elif missing is not None:
+            missing.append(f"{display_name(p)}: no such file or folder")
         else:
-            raise FileNotFoundError(f"{p}: no such file or folder")
+            raise FileNotFoundError(f"{display_name(p)}: no such file or folder")
     return out

@@ -1,8 +1,11 @@
 """Is this image AI-generated?  ``python -m aidetect_utils.predict --model DIR PATH...``
 
 Takes image files and folders (searched recursively) of any size and mode, prints one line per
-image (or writes ``--output x.csv|x.json``) with prob_fake and the label, lists files it could
-not read, and exits non-zero only when no image at all could be read.
+image (or writes ``--output x.csv|x.json``) with prob_fake and the label, and lists the paths it
+could not find or read. Nothing finished is lost: ``--output`` is checked before any work, and
+should writing it still fail, the predictions go to a temporary file that is named. Exit
+status: 0 when every image was scored, 1 when some path was missing or unreadable (the others
+are scored and written), 2 when nothing could start (model folder, ``--output``).
 
 Each image is brought to the model's training resolution first (``source_size``: 32 px for
 CIFAKE models, so a large photo is judged downscaled, as the model never saw anything else),
@@ -12,16 +15,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-from .artifacts import load_model_folder
+from .artifacts import ModelFolderError, load_model_folder
 from .engine import predict_proba
-from .images import ImageError, decode_image, iter_image_files
+from .images import ImageError, decode_image, display_name, iter_image_files
 from .transforms import ArrayDataset, eval_transform
 
 
@@ -47,14 +52,41 @@ class Predictor:
         for p in paths:
             try:
                 arrays.append(decode_image(p, size=self.prep["source_size"]).array)
-                ok.append(str(p))
+                ok.append(display_name(p))
             except ImageError as exc:
-                errors.append({"path": str(p), "error": str(exc)})
+                errors.append({"path": display_name(p), "error": str(exc)})
         if not arrays:
             return pd.DataFrame(columns=["path", "prob_fake", "label"]), errors
         probs = self.prob_fake(np.stack(arrays))
         labels = np.where(probs >= self.threshold, "FAKE", "REAL")
         return pd.DataFrame({"path": ok, "prob_fake": probs.round(6), "label": labels}), errors
+
+
+def check_output(path: str | os.PathLike) -> Path:
+    """``--output`` checked before any work: a .csv or .json file that can be created or
+    overwritten. Raises OSError/ValueError with one line naming the problem."""
+    out = Path(path)
+    if out.suffix.lower() not in (".csv", ".json"):
+        raise ValueError(f"--output {display_name(out)}: the name must end in .csv or .json")
+    if out.is_dir():
+        raise IsADirectoryError(f"--output {display_name(out)}: is a folder; name a file inside it")
+    existed = out.exists()
+    try:
+        with open(out, "a", encoding="utf-8"):
+            pass
+    except OSError as exc:
+        raise OSError(f"--output {display_name(out)}: cannot be written ({exc.strerror or exc})") from None
+    if not existed:
+        out.unlink(missing_ok=True)
+    return out
+
+
+def write_output(out: Path, table: pd.DataFrame, model: str, skipped: list[dict]) -> None:
+    if out.suffix.lower() == ".json":
+        out.write_text(json.dumps({"model": display_name(model), "predictions": table.to_dict("records"),
+                                   "skipped": skipped}, indent=1), encoding="utf-8")
+    else:
+        table.to_csv(out, index=False, encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,29 +97,36 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     args = ap.parse_args(argv)
     try:
+        out = check_output(args.output) if args.output else None
         predictor = Predictor(args.model, args.device)
-        files = iter_image_files(args.paths)
-    except (FileNotFoundError, ValueError, OSError) as exc:
+    except (ModelFolderError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    missing: list[str] = []
+    files = iter_image_files(args.paths, missing=missing)
     table, errors = predictor.predict_files(files)
-    for e in errors:
+    skipped = [{"path": m.split(": ", 1)[0], "error": m} for m in missing] + errors
+    for e in skipped:
         print(f"skipped: {e['error']}", file=sys.stderr)
     if table.empty:
-        print(f"error: no readable image among {len(files)} file(s)", file=sys.stderr)
+        print(f"error: no readable image among {len(files) + len(missing)} path(s)", file=sys.stderr)
         return 1
-    if args.output:
-        out = Path(args.output)
-        if out.suffix.lower() == ".json":
-            out.write_text(json.dumps({"model": str(args.model), "predictions": table.to_dict("records"),
-                                       "skipped": errors}, indent=1))
-        else:
-            table.to_csv(out, index=False)
-        print(f"wrote {len(table)} predictions to {out} ({len(errors)} skipped)")
-    else:
+    status = 1 if skipped else 0
+    if out is None:
         for r in table.itertuples():
             print(f"{r.label}\tprob_fake={r.prob_fake:.4f}\t{r.path}")
-    return 0
+        return status
+    try:
+        write_output(out, table, args.model, skipped)
+    except OSError as exc:   # the disk filled up or the folder went away after the check
+        fd, rescue = tempfile.mkstemp(prefix="aidetect-predictions-", suffix=out.suffix.lower())
+        os.close(fd)
+        write_output(Path(rescue), table, args.model, skipped)
+        print(f"error: could not write {display_name(out)} ({exc.strerror or exc}); the {len(table)} "
+              f"predictions were saved to {rescue} instead", file=sys.stderr)
+        return 2
+    print(f"wrote {len(table)} predictions to {display_name(out)} ({len(skipped)} skipped)")
+    return status
 
 
 if __name__ == "__main__":

@@ -66,7 +66,8 @@ def test_cli_mixed_inputs(model_dir, cifake_members, tmp_path, capsys):
     (d / "broken.jpg").write_bytes(raw[:100])
     (d / "empty.png").write_bytes(b"")
     out = tmp_path / "p.json"
-    assert predict.main(["--model", str(folder), str(d), "--output", str(out)]) == 0
+    # 1: some files were skipped; the readable ones are still scored and written
+    assert predict.main(["--model", str(folder), str(d), "--output", str(out)]) == 1
     res = json.loads(out.read_text())
     assert sorted(r["path"].rsplit("/", 1)[1] for r in res["predictions"]) == ["big_rgba.png", "deep.png", "real.jpg"]
     assert all(0 <= r["prob_fake"] <= 1 and r["label"] in ("REAL", "FAKE") for r in res["predictions"])
@@ -82,7 +83,7 @@ def test_cli_exit_codes(model_dir, tmp_path, capsys):
     folder, _ = model_dir
     (tmp_path / "bad.jpg").write_text("nope")
     assert predict.main(["--model", str(folder), str(tmp_path / "bad.jpg")]) == 1
-    assert predict.main(["--model", str(folder), str(tmp_path / "missing.jpg")]) == 2
+    assert predict.main(["--model", str(folder), str(tmp_path / "missing.jpg")]) == 1
     assert predict.main(["--model", str(tmp_path), str(tmp_path / "bad.jpg")]) == 2
     err = capsys.readouterr().err
     assert "no readable image" in err and "no such file" in err and "not a model folder" in err
