@@ -21,6 +21,7 @@ import shutil
 import tarfile
 import time
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -30,7 +31,7 @@ import pandas as pd
 
 from .progress import progress as progress_bar
 from . import CIFAR10_CLASSES, CLASS_NAMES
-from .images import ImageError, decode_image
+from .images import ImageError, decode_image, display_name, one_line
 from .paths import data_dir
 
 CACHE_FORMAT = 1
@@ -101,31 +102,77 @@ def download_cifake(target: Path) -> Path:
 
 
 # ---------------------------------------------------------------- reading members
-def _iter_members(source: Path) -> Iterator[tuple[str, bytes | None]]:
+class _Unreadable:
+    """A member that exists but cannot be read (a broken symlink, a symlink loop, a bad CRC):
+    skipped and reported like an image that cannot be decoded."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+
+
+def _iter_members(source: Path) -> Iterator[tuple[str, bytes | _Unreadable | None]]:
     """Yield ``(relative path, bytes)`` for files and ``(relative dir path + '/', None)`` for
-    folders, from a folder, a zip or a tar archive, in a stable order."""
+    folders, from a folder, a zip or a tar archive, in a stable order. A member that cannot be
+    read yields an :class:`_Unreadable` instead of bytes; an archive that cannot be read on
+    (corrupt, truncated, not an archive) raises :class:`DataSourceError` naming it.
+
+    Member names are made printable (:func:`images.display_name`): a name that is not valid
+    UTF-8 is kept with ``\\xNN`` escapes, so manifests and reports can always be written.
+    """
     name = source.name.lower()
     if source.is_dir():
-        for root, dirs, files in os.walk(source):
+        for root, dirs, files in os.walk(source):   # symlinked folders are not followed: no loops
             dirs.sort()
             rel_root = Path(root).relative_to(source)
-            yield (rel_root.as_posix() + "/", None)
+            yield (display_name(rel_root.as_posix()) + "/", None)
             for f in sorted(files):
-                yield ((rel_root / f).as_posix(), (Path(root) / f).read_bytes())
+                rel = display_name((rel_root / f).as_posix())
+                try:
+                    yield (rel, (Path(root) / f).read_bytes())
+                except OSError as exc:   # broken symlink, symlink loop, permission, a folder vanished
+                    yield (rel, _Unreadable(f"cannot read file ({exc.strerror or exc})"))
     elif name.endswith(".zip"):
-        with zipfile.ZipFile(source) as zf:
-            for info in zf.infolist():
-                yield (info.filename, None if info.is_dir() else zf.read(info))
+        yield from _archive_members(source, _zip_members)
     elif name.endswith((".tar", ".tar.gz", ".tgz")):
-        with tarfile.open(source, "r:*") as tf:
-            for m in tf:
-                if m.isdir():
-                    yield (m.name + "/", None)
-                elif m.isfile():
-                    f = tf.extractfile(m)
-                    yield (m.name, f.read() if f else b"")
+        yield from _archive_members(source, _tar_members)
     else:
-        raise DataSourceError(f"{source}: expected a folder, a .zip or a .tar/.tar.gz archive")
+        raise DataSourceError(f"{display_name(source)}: expected a folder, a .zip or a .tar/.tar.gz archive")
+
+
+def _zip_members(source: Path):
+    with zipfile.ZipFile(source) as zf:
+        for info in zf.infolist():
+            rel = display_name(info.filename)
+            if info.is_dir():
+                yield (rel, None)
+                continue
+            try:
+                yield (rel, zf.read(info))
+            except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, RuntimeError) as exc:
+                yield (rel, _Unreadable(f"cannot read archive member ({type(exc).__name__}: {one_line(exc)})"))
+
+
+def _tar_members(source: Path):
+    with tarfile.open(source, "r:*") as tf:
+        for m in tf:
+            rel = display_name(m.name)
+            if m.isdir():
+                yield (rel + "/", None)
+            elif m.isfile():
+                f = tf.extractfile(m)
+                yield (rel, f.read() if f else b"")
+            elif m.issym() or m.islnk():
+                yield (rel, _Unreadable("a link inside the archive (not followed)"))
+
+
+def _archive_members(source: Path, members):
+    """``members(source)``, with every way an archive itself can fail turned into one line."""
+    try:
+        yield from members(source)
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+        kind = "truncated" if isinstance(exc, EOFError) or "unexpected end" in str(exc).lower() else "corrupt or unreadable"
+        raise DataSourceError(f"{display_name(source)}: {kind} archive ({type(exc).__name__}: {one_line(exc)}); "
+                              "download it again or pass the extracted folder") from None
 
 
 def _classify(rel: str) -> tuple[str, int] | None:
@@ -155,11 +202,14 @@ def _fingerprint(source: Path) -> dict:
         n = size = newest = 0
         for root, _, files in os.walk(source):
             for f in files:
-                st = os.stat(os.path.join(root, f))
+                try:
+                    st = os.stat(os.path.join(root, f))
+                except OSError:          # a broken link or a loop: reported when the files are read
+                    st = os.lstat(os.path.join(root, f))
                 n, size, newest = n + 1, size + st.st_size, max(newest, st.st_mtime_ns)
-        return {"path": str(source), "kind": "folder", "files": n, "bytes": size, "newest": newest}
+        return {"path": display_name(source), "kind": "folder", "files": n, "bytes": size, "newest": newest}
     st = source.stat()
-    return {"path": str(source), "kind": "archive", "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
+    return {"path": display_name(source), "kind": "archive", "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
 # ---------------------------------------------------------------- the cache
@@ -199,7 +249,7 @@ def build_cache(source: str | os.PathLike, name: str = "cifake", image_size: int
     """
     source = Path(source).expanduser().resolve()
     if not source.exists():
-        raise DataSourceError(f"{source}: no such file or folder")
+        raise DataSourceError(f"{display_name(source)}: no such file or folder")
     cache_path = Path(cache_dir) if cache_dir else default_cache_dir(name, image_size)
     fingerprint = _fingerprint(source)
     if not force and _cache_is_valid(cache_path, fingerprint, image_size):
@@ -219,6 +269,9 @@ def build_cache(source: str | os.PathLike, name: str = "cifake", image_size: int
         if where is None or Path(rel).name.startswith("."):
             continue  # README files, licences, hidden files outside class folders
         file_folders.add(rel.rsplit("/", 1)[0])
+        if isinstance(data, _Unreadable):
+            skipped.append({"id": rel, "reason": data.reason})
+            continue
         try:
             dec = decode_image(data, name=rel, size=image_size)
         except ImageError as exc:
@@ -237,12 +290,12 @@ def build_cache(source: str | os.PathLike, name: str = "cifake", image_size: int
     empty = sorted(d for d in class_dirs
                    if not any(f == d or f.startswith(d + "/") for f in file_folders))
     if empty:
-        raise DataSourceError(f"{source}: empty class folder {empty[0]!r} (no files inside)")
+        raise DataSourceError(f"{display_name(source)}: empty class folder {empty[0]!r} (no files inside)")
     found = {r["label"] for r in rows}
     for label, cname in enumerate(CLASS_NAMES):
         if label not in found:
             raise DataSourceError(
-                f"{source}: no readable {cname} images; expected class folders named REAL/FAKE "
+                f"{display_name(source)}: no readable {cname} images; expected class folders named REAL/FAKE "
                 "(any case) or 'Real Images'/'AI-Generated Images'"
                 + (f" ({len(skipped)} files could not be decoded)" if skipped else ""))
 
