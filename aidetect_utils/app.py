@@ -67,7 +67,7 @@ class Detector:
 
 
 def load_detectors(folders: list[str | Path], device: str = "cpu") -> list[Detector]:
-    """Load model folders; raise ``FileNotFoundError``/``ValueError`` with one line on a bad one."""
+    """Load model folders; raise ``artifacts.ModelFolderError`` (one line) on a bad one."""
     from .evaluation import supports_explanations
     from .models import FeatureClassifier
     from .predict import Predictor

@@ -14,7 +14,9 @@ never unpickles anything.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import platform
 from datetime import datetime, timezone
 from pathlib import Path
@@ -96,18 +98,106 @@ def save_model_folder(folder: str | Path, model: nn.Module, *, method: str, arch
     return folder
 
 
-def load_model_folder(folder: str | Path) -> tuple[nn.Module, dict]:
-    """Rebuild the model of a folder written by :func:`save_model_folder`, in eval mode."""
-    from .models import build_from_spec
+class ModelFolderError(ValueError):
+    """A model folder that cannot be loaded; ``str(err)`` is one line naming the folder and the fault."""
+
+
+def read_model_spec(folder: str | Path) -> dict:
+    """``aidetect_model.json`` of ``folder``, checked: an architecture with a builder, and a
+    preprocessing record with positive sizes and a usable normalisation. Raises
+    :class:`ModelFolderError`."""
+    from .images import display_name
     folder = Path(folder)
+    where = display_name(folder)
     spec_file = folder / MODEL_JSON
-    if not spec_file.exists():
-        raise FileNotFoundError(f"{folder}: not a model folder (no {MODEL_JSON})")
-    spec = json.loads(spec_file.read_text())
-    model = build_from_spec(spec["architecture"], folder)
-    if spec["architecture"].get("builder") not in SELF_LOADING:
-        load_model(model, str(folder / "model.safetensors"))
-    return model.eval(), spec
+    if not folder.is_dir():
+        raise ModelFolderError(f"{where}: no such model folder")
+    if not spec_file.is_file():
+        raise ModelFolderError(f"{where}: not a model folder (no {MODEL_JSON})")
+    try:
+        spec = json.loads(spec_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ModelFolderError(f"{where}: {MODEL_JSON} is not readable JSON ({exc})") from None
+    if not isinstance(spec, dict):
+        raise ModelFolderError(f"{where}: {MODEL_JSON} must hold a JSON object")
+    arch = spec.get("architecture")
+    if not isinstance(arch, dict) or not isinstance(arch.get("builder"), str):
+        raise ModelFolderError(f"{where}: {MODEL_JSON} has no \"architecture\" with a \"builder\"")
+    if not isinstance(arch.get("kwargs", {}), dict):
+        raise ModelFolderError(f"{where}: {MODEL_JSON}: architecture \"kwargs\" must be an object")
+    prep = spec.get("preprocessing")
+    if not isinstance(prep, dict):
+        raise ModelFolderError(f"{where}: {MODEL_JSON} has no \"preprocessing\" record")
+    for key in ("source_size", "input_size"):
+        v = prep.get(key)
+        if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= 8192:
+            raise ModelFolderError(f"{where}: {MODEL_JSON}: preprocessing {key} must be a whole number of "
+                                   f"pixels from 1 to 8192, got {v!r}")
+    for key in ("mean", "std"):
+        v = prep.get(key)
+        if (not isinstance(v, list) or len(v) != 3 or not all(isinstance(x, (int, float)) for x in v)
+                or (key == "std" and not all(x > 0 for x in v))):
+            raise ModelFolderError(f"{where}: {MODEL_JSON}: preprocessing {key} must be three numbers"
+                                   f"{' above 0' if key == 'std' else ''}, got {v!r}")
+    t = spec.get("threshold", 0.5)
+    if not isinstance(t, (int, float)) or not 0.0 <= t <= 1.0:
+        raise ModelFolderError(f"{where}: {MODEL_JSON}: threshold must be a number in [0, 1], got {t!r}")
+    return spec
+
+
+def load_model_folder(folder: str | Path) -> tuple[nn.Module, dict]:
+    """Rebuild the model of a folder written by :func:`save_model_folder`, in eval mode.
+
+    Every fault of the folder (a missing or edited JSON, missing, truncated or mismatched
+    weights) raises :class:`ModelFolderError` with one line; nothing is ever unpickled."""
+    from .images import display_name
+    folder = Path(folder)
+    where = display_name(folder)
+    spec = read_model_spec(folder)
+    builder = spec["architecture"]["builder"]
+    if builder not in SELF_LOADING and not (folder / "model.safetensors").is_file():
+        raise ModelFolderError(f"{where}: no model.safetensors (weights are only read from safetensors)")
+    with _utf8_path(folder) as folder:
+        return _load(folder, spec, builder, where), spec
+
+
+@contextlib.contextmanager
+def _utf8_path(folder: Path):
+    """``folder``, or, when its name is not valid UTF-8 (which safetensors and the Hugging Face
+    loaders cannot open), the same folder reached through an open descriptor (Linux's
+    ``/proc/self/fd``), for as long as the model is being read."""
+    try:
+        str(folder).encode("utf-8")
+    except UnicodeEncodeError:
+        pass
+    else:
+        yield folder
+        return
+    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        yield Path(f"/proc/self/fd/{fd}")
+    finally:
+        os.close(fd)
+
+
+def _load(folder: Path, spec: dict, builder: str, where: str) -> nn.Module:
+    from .images import one_line
+    from .models import build_from_spec
+    weights = folder / "model.safetensors"
+    try:
+        model = build_from_spec(spec["architecture"], folder)
+    except ModelFolderError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any builder fault is a fault of the folder's JSON or files
+        raise ModelFolderError(f"{where}: cannot rebuild the {builder!r} architecture "
+                               f"({type(exc).__name__}: {one_line(exc)})") from None
+    if builder not in SELF_LOADING:
+        try:
+            load_model(model, str(weights))
+        except Exception as exc:  # noqa: BLE001 - safetensors header/size errors, shape mismatches
+            raise ModelFolderError(f"{where}: model.safetensors does not fit the architecture in {MODEL_JSON} "
+                                   f"({type(exc).__name__}: {one_line(exc)})") from None
+    return model.eval()
 
 
 def evaluate_and_save(model: nn.Module, test, *, method: str, backbone: str, profile: str,

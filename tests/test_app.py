@@ -91,7 +91,7 @@ def test_load_detectors_reads_what_they_are(trained):
     assert [d.gradcam for d in dets] == [True, True]
     about = dets[0].about()
     assert "cifake images at 32x32 px" in about and "test accuracy" in about and "test profile" in about
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(artifacts.ModelFolderError, match="not a model folder"):
         app.load_detectors([trained[0].parent])
 
 
