@@ -8,7 +8,15 @@ What :func:`fit` adds to a plain loop, and why:
 - the best weights by that metric saved to ``checkpoints/best`` and restored at the end;
 - the last epoch saved to ``checkpoints/last`` (weights, optimizer, scheduler, history), so an
   interrupted run resumes where it stopped, and a finished run re-run is a no-op that reloads
-  its result (nothing is trained twice for the same configuration);
+  its result (nothing is trained twice for the same configuration). "The same" is decided by a
+  fingerprint of everything that determines the result (:func:`run_fingerprint`): the training
+  settings, the optimizer and scheduler, the loss, the model's architecture and its *initial
+  weights* (so pretrained vs random weights, or a later phase started from another earlier
+  phase, never match), and a hash of the training and validation data. Any change trains afresh;
+  the old checkpoints are removed first. Checkpoints are replaced atomically, so a kill at any
+  moment leaves either the old or the new one, never none;
+- one line per run saying "trained", "resumed at epoch N" or "reloaded (same settings)"
+  (``runlog``: the headless runner prints it on its console);
 - per-epoch history (``history.json``) and per-batch losses (``history_batches.csv``);
 - seeding per epoch, so a resumed run reproduces the uninterrupted one on a CPU.
 
@@ -35,6 +43,7 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from . import runlog
 from .progress import progress
 
 
@@ -60,9 +69,20 @@ class History:
     resumed_from: int | None = None   # epoch a run was resumed after (None: fresh or reloaded)
     reloaded: bool = False            # True: a finished run with this configuration was reloaded
 
+    fresh_reason: str | None = None   # why a fresh run did not reuse a checkpoint (None: there was none)
+
     @property
     def train_seconds(self) -> float:
         return float(sum(e["seconds"] for e in self.epochs))
+
+    @property
+    def status(self) -> str:
+        """"trained", "resumed at epoch N" or "reloaded (same settings)"."""
+        if self.reloaded:
+            return "reloaded (same settings)"
+        if self.resumed_from is not None:
+            return f"resumed at epoch {self.resumed_from + 1}"
+        return "trained" + (f" ({self.fresh_reason})" if self.fresh_reason else "")
 
     def frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.epochs)
@@ -140,26 +160,114 @@ def default_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return nn.functional.cross_entropy(logits.float(), labels)
 
 
+def hash_array(h, a) -> None:
+    """Feed a whole array (numpy or torch, any dtype and memory layout) to ``h``, in row chunks."""
+    if isinstance(a, torch.Tensor):
+        a = a.detach().cpu()
+        h.update(f"{a.dtype}{tuple(a.shape)}".encode())
+        flat = a.contiguous().reshape(-1)
+        if flat.is_floating_point() and flat.dtype not in (torch.float32, torch.float64, torch.float16):
+            flat = flat.view(torch.int16) if flat.element_size() == 2 else flat.float()
+        a = flat.numpy()
+    a = np.asarray(a)
+    h.update(f"{a.dtype}{a.shape}".encode())
+    rows = max(1, (1 << 24) // max(1, a[0].nbytes if a.ndim and len(a) else 1))
+    for i in range(0, len(a) if a.ndim else 1, rows):
+        h.update(np.ascontiguousarray(a[i:i + rows] if a.ndim else a).tobytes())
+
+
 def data_signature(dataset: Dataset) -> str:
-    """A cheap content hash of a dataset: its labels, an evenly strided sample of its inputs
-    (``ArrayDataset`` or ``TensorDataset``) and its transform's description, else only its length.
+    """A hash of a dataset's whole content: its labels and inputs (``ArrayDataset`` or
+    ``TensorDataset``) and its transform's description, else only its length and type.
     Two datasets of the same size but different images, or the same images resized or augmented
     differently, must not share a checkpoint."""
-    h = hashlib.sha256(f"{len(dataset)} {getattr(dataset, 'transform', None)!r}".encode())
+    h = hashlib.sha256(f"{type(dataset).__name__} {len(dataset)} {getattr(dataset, 'transform', None)!r}".encode())
     arrays = ([dataset.images, dataset.labels] if hasattr(dataset, "images") and hasattr(dataset, "labels")
               else list(getattr(dataset, "tensors", ())))
     for a in arrays:
-        a = a.numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
-        step = max(1, len(a) // 256)
-        h.update(np.ascontiguousarray(a[::step]).tobytes())
+        hash_array(h, a)
     return h.hexdigest()[:16]
 
 
-def _fingerprint(model: nn.Module, config: TrainConfig, optimizer, train_data: Dataset, extra) -> str:
-    shapes = [(n, tuple(p.shape), p.requires_grad) for n, p in model.named_parameters()]
-    opt = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
-    payload = json.dumps([asdict(config), shapes, repr(opt), data_signature(train_data), extra], default=str)
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+def weights_signature(module: nn.Module) -> str:
+    """A hash of every parameter and buffer of ``module`` (its ``state_dict``): the initial
+    weights a run starts from, pretrained, random or an earlier phase's result."""
+    h = hashlib.sha256()
+    for name, t in module.state_dict().items():
+        h.update(name.encode())
+        hash_array(h, t)
+    return h.hexdigest()[:16]
+
+
+def _describe_callable(fn) -> str:
+    if fn is None:
+        return "None"
+    inner = getattr(fn, "func", None)   # functools.partial
+    if inner is not None:
+        return f"partial({_describe_callable(inner)}, {fn.args!r}, {fn.keywords!r})"
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__qualname__)}"
+
+
+def run_fingerprint(model: nn.Module, config: TrainConfig, optimizer, train_loader: DataLoader,
+                    val_loader: DataLoader, scheduler=None, loss_fn: Callable | None = None, extra=None) -> dict:
+    """Everything that determines the result of :func:`fit`, as a JSON-able dict whose hash is
+    the run's fingerprint. Includes the model's initial weights, so pretrained and random
+    weights, or phase 2 started from two different phase-1 results, never share a checkpoint."""
+    sched = None
+    if scheduler is not None:
+        sched = {"type": type(scheduler).__name__,
+                 "state": {k: v for k, v in scheduler.state_dict().items() if k != "optimizer"}}
+    return {
+        "config": asdict(config),
+        "architecture": [(n, tuple(p.shape), p.requires_grad) for n, p in model.named_parameters()],
+        "initial_weights": weights_signature(model),
+        "optimizer": {"type": type(optimizer).__name__,
+                      "groups": [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]},
+        "scheduler": sched,
+        "loss": _describe_callable(loss_fn),
+        "train_data": data_signature(train_loader.dataset),
+        "val_data": data_signature(val_loader.dataset),
+        "batch_size": train_loader.batch_size,
+        "shuffle": type(train_loader.sampler).__name__,
+        "extra": extra,
+    }
+
+
+def _fingerprint_hash(fp: dict) -> str:
+    return hashlib.sha256(json.dumps(fp, default=str, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _changed(saved: dict | None, now: dict) -> str:
+    """What differs between a saved fingerprint and this run's, in a few words."""
+    if not isinstance(saved, dict):
+        return "settings changed"
+    keys = [k for k in now if saved.get(k) != json.loads(json.dumps(now[k], default=str))]
+    return "changed: " + ", ".join(k.replace("_", " ") for k in keys) if keys else "settings changed"
+
+
+def replace_dir(tmp: Path, path: Path) -> None:
+    """Put the complete folder ``tmp`` in the place of ``path`` so that a kill at any moment
+    leaves one of the two whole: the old folder is renamed aside (``path.old``) before the new
+    one is renamed in, and removed only after. :func:`recover_dir` finishes an interrupted swap."""
+    old = path.with_name(path.name + ".old")
+    if path.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(path, old)
+    os.replace(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def recover_dir(path: Path) -> None:
+    """After a kill inside :func:`replace_dir`: if ``path`` is missing, the complete new folder
+    (``path.tmp`` with its ``state.json``, written last) or else the old one (``path.old``) takes
+    its place. Nothing is lost and nothing restarts silently."""
+    if path.exists():
+        return
+    tmp, old = path.with_name(path.name + ".tmp"), path.with_name(path.name + ".old")
+    for cand in (tmp, old):
+        if (cand / "state.json").exists():
+            os.replace(cand, path)
+            return
 
 
 def _save_state(path: Path, model, optimizer, scheduler, history: History, state: dict) -> None:
@@ -170,9 +278,16 @@ def _save_state(path: Path, model, optimizer, scheduler, history: History, state
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     if scheduler is not None:
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-    (tmp / "state.json").write_text(json.dumps({**state, "history": asdict(history)}, default=float))
-    shutil.rmtree(path, ignore_errors=True)
-    tmp.rename(path)
+    (tmp / "state.json").write_text(json.dumps({**state, "history": asdict(history)}, default=float))  # last: marks completeness
+    replace_dir(tmp, path)
+
+
+def _save_weights(model: nn.Module, file: Path) -> None:
+    """safetensors written beside ``file`` and renamed over it (a kill never leaves half a file)."""
+    file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = file.with_name(file.name + ".tmp")
+    save_model(model, str(tmp))
+    os.replace(tmp, file)
 
 
 def _improved(value: float, best: float | None, monitor: str) -> bool:
@@ -196,11 +311,18 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader, opti
     out_dir = Path(out_dir)
     ckpt_last, ckpt_best = out_dir / "checkpoints" / "last", out_dir / "checkpoints" / "best"
     accelerator = make_accelerator(config.mixed_precision)
-    fp = _fingerprint(model, config, optimizer, train_loader.dataset, fingerprint_extra)
+    fp_full = run_fingerprint(model, config, optimizer, train_loader, val_loader, scheduler, loss_fn,
+                              fingerprint_extra)
+    fp = _fingerprint_hash(fp_full)
 
     history, start_epoch, bad_epochs = History(), 1, 0
+    recover_dir(ckpt_last)
     state_file = ckpt_last / "state.json"
-    if resume and state_file.exists():
+    ckpt_dir = out_dir / "checkpoints"
+    if not resume and ckpt_dir.exists():
+        shutil.rmtree(ckpt_dir)
+        history.fresh_reason = "resume=False"
+    elif state_file.exists():
         saved = json.loads(state_file.read_text())
         if saved.get("fingerprint") == fp:
             load_model(model, str(ckpt_last / "model.safetensors"))
@@ -214,7 +336,12 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader, opti
             if finished:
                 start_epoch = config.epochs + 1
         else:
-            print(f"[engine] checkpoint in {ckpt_last} is for another configuration: training afresh")
+            history.fresh_reason = _changed(saved.get("fingerprint_detail"), fp_full)
+            print(f"[engine] the checkpoint in {ckpt_dir} is from other settings "
+                  f"({history.fresh_reason}): it is removed and {desc} trains afresh")
+            shutil.rmtree(ckpt_dir)
+    elif ckpt_dir.exists():   # best weights without a finished epoch's state: from an unknown run
+        shutil.rmtree(ckpt_dir)
 
     if config.channels_last:
         to_channels_last(model)   # in place, so the optimizer keeps the same parameters
@@ -255,15 +382,15 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader, opti
         history.epochs.append(row)
         if _improved(monitored, history.best_value, config.monitor):
             history.best_epoch, history.best_value, bad_epochs = epoch, float(monitored), 0
-            ckpt_best.mkdir(parents=True, exist_ok=True)
-            save_model(accelerator.unwrap_model(model), str(ckpt_best / "model.safetensors"))
+            _save_weights(accelerator.unwrap_model(model), ckpt_best / "model.safetensors")
         else:
             bad_epochs += 1
         stop = config.patience is not None and bad_epochs >= config.patience
         history.stopped_early = stop and epoch < config.epochs
         finished = stop or epoch == config.epochs
         _save_state(ckpt_last, accelerator.unwrap_model(model), optimizer, scheduler, history,
-                    {"epoch": epoch, "bad_epochs": bad_epochs, "fingerprint": fp, "finished": finished})
+                    {"epoch": epoch, "bad_epochs": bad_epochs, "fingerprint": fp, "finished": finished,
+                     "fingerprint_detail": fp_full})
         print(f"{desc} epoch {epoch}/{config.epochs}: train_loss {row['train_loss']:.4f} "
               f"acc {row['train_acc']:.4f} | val_loss {row['val_loss']:.4f} acc {row['val_acc']:.4f} "
               f"| lr {lr:.2e} | {row['seconds']:.1f}s" + ("  *best*" if history.best_epoch == epoch else ""))
@@ -279,8 +406,7 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader, opti
     pd.DataFrame(history.batches).to_csv(out_dir / "history_batches.csv", index=False)
     if config.restore_best and (ckpt_best / "model.safetensors").exists():
         load_model(accelerator.unwrap_model(model), str(ckpt_best / "model.safetensors"))
-    if history.reloaded:
-        print(f"{desc}: reloaded the finished run in {out_dir} (delete its checkpoints/ to retrain)")
+    runlog.record(desc, history.status, out_dir, epochs=len(history.epochs), seconds=round(history.train_seconds, 1))
     return history
 
 

@@ -48,14 +48,28 @@ def _key(info: dict) -> str:
     return hashlib.sha256(json.dumps(info, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def cached_features(folder: str | Path, name: str, info: dict, compute) -> tuple[np.ndarray, float, bool]:
-    """Load ``folder/name.npy`` if it was computed for the same ``info``, else ``compute()``.
+def cached_features(folder: str | Path, name: str, info: dict, compute, *, images: np.ndarray | None = None,
+                    model: nn.Module | None = None) -> tuple[np.ndarray, float, bool]:
+    """Load ``folder/name.npy`` if it was computed for the same ``info``, images and model
+    weights, else ``compute()``.
 
-    ``compute()`` returns (features, seconds). Returns (features, seconds spent computing them
-    originally, whether they came from the cache).
+    ``info``: the settings that shape the features (backbone, preprocessing, view, seed).
+    ``images``/``model``: the images the features are of and the model that computes them;
+    their contents are hashed into the key (``engine.data_signature``-style), so other images
+    of the same count, or other weights of the same architecture, are never served stale
+    features. ``compute()`` returns (features, seconds). Returns (features, seconds spent
+    computing them originally, whether they came from the cache).
     """
+    from .engine import hash_array, weights_signature
     folder = Path(folder)
     arr_file, meta_file = folder / f"{name}.npy", folder / f"{name}.json"
+    info = dict(info)
+    if images is not None:
+        h = hashlib.sha256()
+        hash_array(h, images)
+        info["images_sha256"] = h.hexdigest()[:16]
+    if model is not None:
+        info["weights_sha256"] = weights_signature(getattr(model, "backbone", model))
     key = _key(info)
     if arr_file.exists() and meta_file.exists():
         meta = json.loads(meta_file.read_text())
@@ -65,7 +79,8 @@ def cached_features(folder: str | Path, name: str, info: dict, compute) -> tuple
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f"{name}.tmp.npy"
     np.save(tmp, feats.astype(np.float32), allow_pickle=False)
-    tmp.rename(arr_file)
+    meta_file.unlink(missing_ok=True)      # no key beside new features until both are written
+    tmp.replace(arr_file)
     meta_file.write_text(json.dumps({"key": key, "seconds": seconds, "shape": list(feats.shape), "info": info},
                                     default=str))
     return feats, seconds, False

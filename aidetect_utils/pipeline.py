@@ -5,18 +5,22 @@ chosen profile from ``notebooks/profiles.yaml`` (a profile is only a set of para
 notebooks never branch on its name). Executed copies go to ``results/notebooks/<profile>/``;
 ``--inplace`` writes them back over the notebooks instead (how the committed ``smoke`` outputs
 are refreshed). The first failing notebook stops the run with the notebook, the cell and the
-error named, and the exit status is 1.
+error named, and the exit status is 1 (also when the kernel itself died: killed, or out of
+memory). After each notebook the console says, per training phase, whether it was "trained",
+"resumed at epoch N" or "reloaded (same settings)" (see ``runlog``).
 """
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import yaml
 
+from . import runlog
 from .paths import project_root
 
 
@@ -87,12 +91,22 @@ def run(profile: str = "smoke", only: list[str] | None = None, data: str | None 
         params = {**parameters_for(profiles, profile, nb.name), **(overrides or {})}
         print(f"[pipeline] {nb.name} ({profile}) -> {target}", flush=True)
         t0 = time.perf_counter()
+        fd, log = tempfile.mkstemp(prefix="aidetect-runlog-", suffix=".jsonl")
+        os.close(fd)
+        os.environ[runlog.ENV_VAR] = log   # the kernel inherits it: engine.fit appends one line per phase
         try:
             pm.execute_notebook(str(nb), str(target), parameters=params, kernel_name=kernel,
                                 cwd=str(nb_dir), progress_bar=False, log_output=False)
         except pm.PapermillExecutionError as exc:
             raise NotebookFailed(nb.name, exc.exec_count, _failed_cell(target), exc.ename, exc.evalue,
                                  target) from None
+        except Exception as exc:  # noqa: BLE001 - the kernel died (DeadKernelError), timed out, or would not start
+            raise NotebookFailed(nb.name, *_running_cell(target), type(exc).__name__,
+                                 _kernel_failure(exc), target) from None
+        finally:
+            os.environ.pop(runlog.ENV_VAR, None)
+            _print_phases(nb.name, log)
+            Path(log).unlink(missing_ok=True)
         seconds = time.perf_counter() - t0
         print(f"[pipeline] {nb.name} done in {seconds:.1f} s", flush=True)
         records.append({"notebook": nb.name, "seconds": round(seconds, 1), "output": str(target)})
@@ -110,6 +124,37 @@ def _failed_cell(path: Path) -> str:
     except (OSError, ValueError):
         pass
     return "?"
+
+
+def _print_phases(notebook: str, log: str) -> None:
+    for rec in runlog.read(log):
+        print(f"[pipeline]   {Path(notebook).stem[:2]} {rec['step']}: {rec['status']}", flush=True)
+
+
+def _running_cell(path: Path) -> tuple[object, str]:
+    """(execution count, first code line) of the cell that was running when the kernel stopped
+    answering, from the executed copy papermill saved: the last cell papermill started (numbered
+    as Jupyter would have, when the kernel died before numbering it). ("?", "?") when unknown."""
+    import nbformat
+    found, count = ("?", "?"), 0
+    try:
+        for cell in nbformat.read(path, 4).cells:
+            if cell.cell_type != "code" or not cell.get("metadata", {}).get("papermill", {}).get("start_time"):
+                continue
+            count = cell.get("execution_count") or count + 1
+            lines = [ln for ln in cell.source.splitlines() if ln.strip() and not ln.startswith("#")]
+            found = (count, (lines or ["?"])[0][:80])
+    except (OSError, ValueError):
+        pass
+    return found
+
+
+def _kernel_failure(exc: Exception) -> str:
+    name = type(exc).__name__
+    if name == "DeadKernelError":
+        return "the kernel died (killed, or out of memory); finished phases keep their checkpoints"
+    from .images import one_line
+    return one_line(exc, 200) or name
 
 
 class NotebookFailed(RuntimeError):

@@ -22,9 +22,11 @@ The model sees an image and one fixed question, and answers one word: ``Real`` o
 from __future__ import annotations
 
 import copy
+import hashlib
 import importlib.util
 import json
 import os
+import shutil
 import time
 import warnings
 from pathlib import Path
@@ -296,12 +298,23 @@ def train_lora(model, processor, train_dataset, out_dir: str | Path, *, loss: st
     """Fine-tune the LoRA adapters; returns the ``Trainer`` (its ``state.log_history`` holds the losses).
 
     Checkpoints go to ``out_dir`` every ``save_steps`` (the last one kept); a run that was
-    interrupted resumes from there, and a finished one returns at once.
+    interrupted resumes from there, and a finished one returns at once, but only for the same
+    settings: ``out_dir/fingerprint.json`` records every argument, a hash of the training data
+    and of the model's initial trainable (LoRA) weights, and the base model's identity (its
+    config, and for a model under 100 M parameters all its weights). Anything else removes the
+    old checkpoints and trains afresh. The outcome is recorded with ``runlog``.
     """
     from transformers import TrainingArguments
     from transformers.trainer_utils import get_last_checkpoint
+
+    from . import runlog
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    settings = dict(loss=loss, focal_alpha=focal_alpha, focal_gamma=focal_gamma, epochs=epochs, lr=lr,
+                    batch_size=batch_size, grad_accum=grad_accum, scheduler=scheduler, warmup_ratio=warmup_ratio,
+                    weight_decay=weight_decay, optim=optim, seed=seed, save_steps=save_steps)
+    fingerprint = _run_fingerprint(model, train_dataset, settings)
+    fresh_reason = _forget_other_runs(out_dir, fingerprint)
     steps = int(np.ceil(len(train_dataset) / (batch_size * grad_accum)) * epochs)
     cuda = torch.cuda.is_available()
     args = TrainingArguments(
@@ -318,11 +331,59 @@ def train_lora(model, processor, train_dataset, out_dir: str | Path, *, loss: st
     last = get_last_checkpoint(str(out_dir)) if any(out_dir.glob("checkpoint-*")) else None
     timing = out_dir / "train_seconds.json"
     before = json.loads(timing.read_text())["seconds"] if (timing.exists() and last) else 0.0
+    done = int(last.rsplit("-", 1)[1]) if last else 0
     t0 = time.perf_counter()
     trainer.train(resume_from_checkpoint=last)
     trainer.train_seconds = before + time.perf_counter() - t0   # summed over interrupted runs
     timing.write_text(json.dumps({"seconds": trainer.train_seconds}))
+    if last is None:
+        status = "trained" + (f" ({fresh_reason})" if fresh_reason else "")
+    elif done >= trainer.state.max_steps:
+        status = "reloaded (same settings)"
+    else:
+        status = f"resumed at step {done + 1} of {trainer.state.max_steps}"
+    runlog.record("LoRA fine-tune", status, out_dir, steps=trainer.state.global_step)
     return trainer
+
+
+def _run_fingerprint(model, train_dataset, settings: dict) -> dict:
+    """What determines a LoRA run's result (see :func:`train_lora`)."""
+    from .engine import data_signature, hash_array
+    trainable = hashlib.sha256()
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            trainable.update(name.encode())
+            hash_array(trainable, p)
+    base = getattr(model, "get_base_model", lambda: model)()
+    n_params = sum(p.numel() for p in base.parameters())
+    ident = {"name": getattr(base.config, "_name_or_path", ""), "config": base.config.to_json_string(use_diff=True)}
+    if n_params < 100_000_000:
+        whole = hashlib.sha256()
+        for name, t in base.state_dict().items():
+            whole.update(name.encode())
+            hash_array(whole, t)
+        ident["weights"] = whole.hexdigest()[:16]
+    return {"settings": settings, "train_data": data_signature(train_dataset),
+            "initial_trainable": trainable.hexdigest()[:16], "base": ident}
+
+
+def _forget_other_runs(out_dir: Path, fingerprint: dict) -> str | None:
+    """Remove checkpoints of a run with other settings; write this run's fingerprint. Returns
+    what changed (None when nothing was there or nothing changed)."""
+    file = out_dir / "fingerprint.json"
+    now = json.loads(json.dumps(fingerprint, default=str))
+    saved = json.loads(file.read_text()) if file.exists() else None
+    checkpoints = list(out_dir.glob("checkpoint-*"))
+    reason = None
+    if checkpoints and saved != now:
+        changed = [k for k in now if not isinstance(saved, dict) or saved.get(k) != now[k]]
+        reason = "changed: " + ", ".join(k.replace("_", " ") for k in changed)
+        print(f"[vlm] the checkpoints in {out_dir} are from other settings ({reason}): removed, training afresh")
+        for c in checkpoints:
+            shutil.rmtree(c)
+        (out_dir / "train_seconds.json").unlink(missing_ok=True)
+    file.write_text(json.dumps(now, indent=1))
+    return reason
 
 
 def loss_history(trainer) -> "pd.DataFrame":

@@ -68,9 +68,9 @@ def test_finished_run_is_reloaded_not_retrained(loaders, tmp_path):
     cfg = engine.TrainConfig(epochs=2, seed=0)
     m = tiny_cnn()
     engine.fit(m, tr, va, torch.optim.Adam(m.parameters(), lr=1e-3), tmp_path / "r", cfg)
-    m2 = tiny_cnn(5)
+    m2 = tiny_cnn()  # a new process builds the same initial model, then finds the finished run
     h = engine.fit(m2, tr, va, torch.optim.Adam(m2.parameters(), lr=1e-3), tmp_path / "r", cfg)
-    assert h.reloaded and len(h.epochs) == 2
+    assert h.reloaded and len(h.epochs) == 2 and h.status == "reloaded (same settings)"
     for a, b in zip(m.state_dict().values(), m2.state_dict().values()):
         assert torch.equal(a, b)
     # another configuration must not pick up that checkpoint
