@@ -86,6 +86,46 @@ def resolve_source(data_source: str | os.PathLike | None = None, download: bool 
     return download_cifake(previous)
 
 
+def external_folder(source: str | os.PathLike, name: str | None = None) -> Path:
+    """A folder of images to evaluate on (e.g. ``realworld100``): ``source`` itself when it is a
+    folder, else the ``.tar``/``.tar.gz``/``.zip`` archive extracted once under
+    ``data/external/<name>/`` (links and absolute or ``..`` paths refused by the standard
+    library's ``data`` filter; re-used while the archive is unchanged). Returns the folder that
+    holds the REAL/FAKE sub-folders (the archive's single top folder, if it has one)."""
+    src = Path(source).expanduser()
+    if not src.exists():
+        raise DataSourceError(f"{display_name(src)}: no such file or folder")
+    if src.is_dir():
+        return src
+    stem = name or re.sub(r"\.(tar\.gz|tgz|tar|zip)$", "", src.name, flags=re.I)
+    target = data_dir() / "external" / stem
+    stamp = target / ".source.json"
+    want = _fingerprint(src.resolve())
+    if not (stamp.exists() and json.loads(stamp.read_text()) == want):
+        tmp = target.with_name(target.name + f".tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        try:
+            if src.name.lower().endswith(".zip"):
+                with zipfile.ZipFile(src) as zf:
+                    for info in zf.infolist():
+                        dest = (tmp / info.filename).resolve()
+                        if not dest.is_relative_to(tmp.resolve()):
+                            raise DataSourceError(f"{display_name(src)}: member {info.filename!r} points outside")
+                    zf.extractall(tmp)
+            else:
+                with tarfile.open(src, "r:*") as tf:
+                    tf.extractall(tmp, filter="data")
+        except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise DataSourceError(f"{display_name(src)}: cannot extract ({type(exc).__name__}: {one_line(exc)})") from None
+        (tmp / ".source.json").write_text(json.dumps(want))
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(tmp, target)
+    tops = [p for p in target.iterdir() if p.is_dir()]
+    return tops[0] if len(tops) == 1 and label_from_folder(tops[0].name) is None else target
+
+
 def download_cifake(target: Path) -> Path:
     """Download CIFAKE from Kaggle with ``kagglehub`` and link it under ``data/raw/cifake``."""
     try:

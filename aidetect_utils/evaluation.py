@@ -235,18 +235,54 @@ def apply_temperature(prob_fake, temperature: float) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-to_logit(prob_fake) / temperature))
 
 
+TEMPERATURE_BOUNDS = (0.05, 50.0)
+
+
 def fit_temperature(prob_fake_val, y_val) -> float:
-    """The temperature T > 0 minimising validation log loss of ``sigmoid(logit(p) / T)``."""
-    z = to_logit(prob_fake_val)
-    y = np.asarray(y_val).astype(float)
-
-    def nll(log_t):
-        q = np.clip(1.0 / (1.0 + np.exp(-z / np.exp(log_t))), 1e-12, 1 - 1e-12)
-        return -np.mean(y * np.log(q) + (1 - y) * np.log(1 - q))
-
-    res = optimize.minimize_scalar(nll, bounds=(np.log(0.05), np.log(50.0)), method="bounded",
-                                   options={"xatol": 1e-6})
+    """The temperature T in :data:`TEMPERATURE_BOUNDS` minimising validation log loss of
+    ``sigmoid(logit(p) / T)``. It can end on a bound; :func:`calibrate` says when that means
+    the model cannot be calibrated this way."""
+    z, y = to_logit(prob_fake_val), np.asarray(y_val).astype(float)
+    res = optimize.minimize_scalar(lambda log_t: _nll(z, y, np.exp(log_t)), bounds=tuple(np.log(TEMPERATURE_BOUNDS)),
+                                   method="bounded", options={"xatol": 1e-6})
     return float(np.exp(res.x))
+
+
+def _nll(z: np.ndarray, y: np.ndarray, t: float) -> float:
+    """Mean log loss of ``sigmoid(z / t)`` against labels ``y``."""
+    q = np.clip(1.0 / (1.0 + np.exp(-z / t)), 1e-12, 1 - 1e-12)
+    return float(-np.mean(y * np.log(q) + (1 - y) * np.log(1 - q)))
+
+
+def calibrate(prob_fake_val, y_val) -> dict:
+    """Temperature scaling that never silently hits its bound: ``{"temperature", "status",
+    "reason"}`` where status is "fitted", or "uncalibratable" (temperature None) when the best
+    temperature lies on a bound of the search (moving to the bound changes the validation log
+    loss by under 1e-4 nats): at the upper bound flattening every score towards 0.5 keeps
+    helping, at the lower bound sharpening does (validation separated perfectly, so no finite
+    temperature is best); or when the scores rank validation images about as well as chance
+    (ROC AUC < 0.55), so that any temperature only flattens them towards the base rate."""
+    p, y = np.asarray(prob_fake_val, dtype=float), np.asarray(y_val).astype(int)
+    t = fit_temperature(p, y)
+    lo, hi = TEMPERATURE_BOUNDS
+    z, best = to_logit(p), _nll(to_logit(p), y, t)
+    # "on a bound": moving the temperature all the way to it changes the validation loss by less
+    # than 1e-4 nats, so no temperature inside the search range is actually preferred
+    at_hi, at_lo = _nll(z, y, hi) - best < 1e-4, _nll(z, y, lo) - best < 1e-4
+    auc, acc = _auc(y, p), _accuracy(y, p)
+    if not (at_hi or at_lo or auc < 0.55):
+        return {"temperature": t, "status": "fitted", "reason": ""}
+    if at_hi:
+        why = (f"the fit ran to the upper bound T = {hi:g}: flattening every score towards 0.5 keeps "
+               f"improving the validation log loss, because the scores carry almost no information "
+               f"(validation ROC AUC {auc:.3f}, accuracy {acc:.3f})")
+    elif at_lo:
+        why = (f"the fit ran to the lower bound T = {lo:g}: sharpening keeps improving the validation log "
+               f"loss because validation images are separated perfectly (accuracy {acc:.3f})")
+    else:
+        why = (f"its scores rank validation images about as well as chance (ROC AUC {auc:.3f}, accuracy "
+               f"{acc:.3f}): a temperature (best: {t:.3g}) could only flatten them towards the base rate")
+    return {"temperature": None, "status": "uncalibratable", "reason": why}
 
 
 def reliability(y_true, prob_fake, n_bins: int = 10) -> pd.DataFrame:
@@ -340,6 +376,12 @@ def supports_explanations(model) -> bool:
 
 
 # ------------------------------------------------------------------------------ beyond CIFAKE
+def image_group(path: str | Path) -> str:
+    """The group a file belongs to by its name, the part before a trailing ``_<number>``:
+    ``gan_3.jpg`` -> ``gan``, ``diffusion2_10.jpg`` -> ``diffusion2``, ``city_7.jpg`` -> ``city``
+    (realworld100's naming: generator family for AI images, category for photographs)."""
+    import re
+    return re.sub(r"[_-]?\d+$", "", Path(path).stem) or Path(path).stem
 def folder_images(root: str | Path) -> tuple[list[Path], np.ndarray]:
     """Files and labels of a REAL/FAKE folder (class names as ``data`` understands them)."""
     from .data import label_from_folder
@@ -358,16 +400,43 @@ def folder_images(root: str | Path) -> tuple[list[Path], np.ndarray]:
     return files, np.asarray(labels)
 
 
-def evaluate_folders(predictors: dict, folders: list) -> pd.DataFrame:
-    """Every predictor on every REAL/FAKE folder: accuracy, ROC AUC and unreadable files."""
-    rows = []
+def score_folders(predictors: dict, folders: list) -> pd.DataFrame:
+    """Every predictor on every REAL/FAKE folder, one row per (folder, method, image): path,
+    group (:func:`image_group`), label, prob_fake, and the model folder's domain check
+    (``in_domain``, ``domain_score``...) when it has one. Unreadable files are left out (and
+    counted by :func:`folder_summary` through ``n_files``)."""
+    frames = []
     for folder in folders:
         files, labels = folder_images(folder)
+        label_of = dict(zip(map(str, files), labels))
         for name, pred in predictors.items():
-            table, errors = pred.predict_files(files)
-            ok = np.isin([str(f) for f in files], table["path"].to_numpy())
-            p = table["prob_fake"].to_numpy()
-            rows.append({"folder": str(folder), "method": name, "n_images": int(ok.sum()), "unreadable": len(errors),
-                         "accuracy": _accuracy(labels[ok], p), "roc_auc": _auc(labels[ok], p),
-                         "mean_prob_fake": float(p.mean())})
+            table, _ = pred.predict_files(files)
+            table = table.assign(folder=str(folder), method=name, n_files=len(files),
+                                 label=[label_of.get(p, -1) for p in table["path"]],
+                                 group=[image_group(p) for p in table["path"]])
+            frames.append(table)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def folder_summary(per_image: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Per (folder, method): images scored and unreadable, accuracy and ROC AUC with 95%
+    bootstrap intervals, the share judged FAKE, and the share flagged out of domain."""
+    rows = []
+    for (folder, method), g in per_image.groupby(["folder", "method"], sort=False):
+        y, p = g["label"].to_numpy(), g["prob_fake"].to_numpy()
+        row = {"folder": folder, "method": method, "n_images": len(g), "unreadable": int(g["n_files"].iloc[0]) - len(g),
+               "accuracy": _accuracy(y, p), "roc_auc": _auc(y, p), "judged_fake": float((p >= 0.5).mean())}
+        for metric in ("accuracy", "roc_auc"):
+            row[f"{metric}_lo"], row[f"{metric}_hi"] = bootstrap_ci(y, p, metric, n_boot=n_boot, seed=seed)
+        if "in_domain" in g:
+            row["flagged_out_of_domain"] = float((~g["in_domain"].astype(bool)).mean())
+        rows.append(row)
     return pd.DataFrame(rows)
+
+
+def group_accuracy(per_image: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy per file group (generator family for AI images, category for photographs; rows,
+    labelled with their class) and method (columns)."""
+    g = per_image.assign(correct=(per_image["prob_fake"] >= 0.5).astype(int) == per_image["label"],
+                         row=per_image["label"].map({0: "REAL", 1: "FAKE"}) + " · " + per_image["group"])
+    return g.pivot_table(index="row", columns="method", values="correct", aggfunc="mean", sort=False)

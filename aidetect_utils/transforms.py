@@ -4,6 +4,11 @@ A saved model folder records its preprocessing as a dict (``source_size``, ``inp
 ``mean``, ``std``); :func:`eval_transform` rebuilds exactly that pipeline, so training,
 evaluation and the predict command see an image the same way: first brought to the training
 data's resolution (``source_size``, 32 for CIFAKE), then resized to the network's input size.
+
+:func:`degradation` is the robust-training augmentation of notebook 04 (in the style of
+CNNDetection, Wang et al. 2020, and B-Free, Guillaro et al. 2025): random Gaussian blur,
+down-and-up resizing, JPEG re-compression and Gaussian noise, each applied with a probability
+and a random strength, at the source resolution, before anything else.
 """
 from __future__ import annotations
 
@@ -54,17 +59,84 @@ def eval_transform(prep: dict) -> v2.Compose:
                                v2.Normalize(prep["mean"], prep["std"])])
 
 
+class RandomDownUpResize(torch.nn.Module):
+    """Shrink a uint8 CHW image by a random factor in ``scale``, then bring it back to its size
+    (bicubic, antialiased both ways): the fine detail a thumbnailed, re-posted or rescaled image
+    loses. Written out because torchvision has no single op for the round trip; the same two
+    resizes as ``evaluation.corrupt(kind="resize")``."""
+
+    def __init__(self, scale: tuple[float, float] = (0.25, 1.0)):
+        super().__init__()
+        self.scale = (float(scale[0]), float(scale[1]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        f = float(torch.empty(1).uniform_(*self.scale))
+        small = (max(1, round(h * f)), max(1, round(w * f)))
+        mode = v2.InterpolationMode.BICUBIC
+        return v2.functional.resize(v2.functional.resize(x, small, interpolation=mode, antialias=True),
+                                    [h, w], interpolation=mode, antialias=True)
+
+    def extra_repr(self) -> str:
+        return f"scale={self.scale}"
+
+
+class RandomGaussianNoise(torch.nn.Module):
+    """Add Gaussian noise of a random standard deviation in ``sigma`` (0-255 units) to a uint8
+    image and round back to uint8 (torchvision's ``GaussianNoise`` takes float images and one
+    fixed sigma); the same noise as ``evaluation.corrupt(kind="noise")``."""
+
+    def __init__(self, sigma: tuple[float, float] = (0.0, 16.0)):
+        super().__init__()
+        self.sigma = (float(sigma[0]), float(sigma[1]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = float(torch.empty(1).uniform_(*self.sigma))
+        return (x.float() + torch.randn(x.shape) * s).round().clamp(0, 255).to(torch.uint8)
+
+    def extra_repr(self) -> str:
+        return f"sigma={self.sigma}"
+
+
+DEGRADATION_DEFAULTS = {"p": 0.5, "blur_sigma": (0.1, 3.0), "resize_scale": (0.25, 1.0),
+                        "jpeg_quality": (30, 100), "noise_sigma": (0.0, 16.0)}
+
+
+def degradation(p: float | dict = 0.5, blur_sigma=(0.1, 3.0), resize_scale=(0.25, 1.0),
+                jpeg_quality=(30, 100), noise_sigma=(0.0, 16.0)) -> v2.Compose:
+    """The robust-training augmentation: each of blur, down-and-up resize, JPEG and noise is
+    applied with probability ``p`` (one number, or a dict per op name) at a strength drawn
+    uniformly from its range; an op whose range is None is left out. uint8 CHW in and out, the
+    same size. CNNDetection and UniversalFakeDetect use blur sigma ~ U[0, 3] and JPEG quality ~
+    U{30..100} at p = 0.5; AIDE uses p = 0.1."""
+    prob = (lambda name: float(p.get(name, 0.0))) if isinstance(p, dict) else (lambda name: float(p))
+    ops = []
+    if blur_sigma is not None:
+        k = 2 * int(np.ceil(3 * float(blur_sigma[1]))) + 1
+        ops.append(("blur", v2.GaussianBlur(kernel_size=k, sigma=(max(1e-3, float(blur_sigma[0])), float(blur_sigma[1])))))
+    if resize_scale is not None:
+        ops.append(("resize", RandomDownUpResize(resize_scale)))
+    if noise_sigma is not None:
+        ops.append(("noise", RandomGaussianNoise(noise_sigma)))
+    if jpeg_quality is not None:
+        ops.append(("jpeg", v2.JPEG(quality=tuple(int(q) for q in jpeg_quality))))
+    steps = [v2.RandomApply([op], p=prob(name)) for name, op in ops if prob(name) > 0]
+    return v2.Compose(steps) if steps else v2.Identity()
+
+
 def train_transform(prep: dict, hflip: bool = True, rotation: float = 0.0,
                     color_jitter: float = 0.0, crop_scale: tuple[float, float] | None = None,
-                    jpeg_quality: tuple[int, int] | None = None) -> v2.Compose:
+                    jpeg_quality: tuple[int, int] | None = None, degrade: dict | None = None) -> v2.Compose:
     """Augmentations on the training data only, then the same steps as :func:`eval_transform`.
 
     ``crop_scale``: RandomResizedCrop to ``input_size`` with this area range (else a plain
     resize); ``jpeg_quality``: random in-memory JPEG re-compression (torchvision's ``v2.JPEG``) at
     a quality in the range, applied last, at the network's input size, as a re-posted image
-    would have been compressed after any resizing.
+    would have been compressed after any resizing; ``degrade``: keyword arguments of
+    :func:`degradation` (None: off), applied first, at the source resolution, as the images a
+    detector meets were degraded before anyone resized them for a network.
     """
-    steps: list = []
+    steps: list = [degradation(**degrade)] if degrade else []
     if hflip:
         steps.append(v2.RandomHorizontalFlip())
     if rotation:
