@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 source scripts/ensure_env.sh
+source scripts/ensure_browser.sh
 export HF_HUB_OFFLINE=1 TQDM_DISABLE=1 HF_HUB_DISABLE_PROGRESS_BARS=1 PYTHONHASHSEED=0
 export AIDETECT_CIFAKE="${AIDETECT_CIFAKE:-$(cd .. && pwd)/shared/data/cifake.tar.gz}"
 exec python -m pytest tests notebooks --nbval-lax --sanitize-with tests/nbval_sanitize.cfg \
