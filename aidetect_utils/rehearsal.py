@@ -5,7 +5,7 @@ writes local stand-ins in the hub's own format, so the ``rehearsal`` profile run
 recipes at their real sizes (memory, time) where no hub is reachable::
 
     python -m aidetect_utils.rehearsal checkpoints data/rehearsal [--only vit,dino] [--tiny]
-    python -m aidetect_utils.rehearsal sid-set data/rehearsal/saberzl/SID_Set [--n-per-label 40]
+    python -m aidetect_utils.rehearsal sid-set data/rehearsal/saberzl/SID_Set [--n-per-label 24]
 
 Checkpoints (folder names mirror the hub's, under the destination):
 
@@ -132,8 +132,8 @@ def build_vit(folder: Path, hub_name: str, tiny: bool = False, seed: int = 0) ->
     torch.manual_seed(seed)
     if hub_name.endswith("patch16-224"):      # the ImageNet-1k fine-tuned classifier
         model = ViTForImageClassification(ViTConfig(**arch, num_labels=1000))
-    else:                                     # in21k and DINO: the bare encoder (with pooler)
-        model = ViTModel(ViTConfig(**arch), add_pooling_layer=True)
+    else:   # the bare encoder; in21k keeps its pre-logits pooler, DINO has none (as converted)
+        model = ViTModel(ViTConfig(**arch), add_pooling_layer=not dino)
     model.save_pretrained(folder, safe_serialization=True)
     mean, std = (IMAGENET_MEAN, IMAGENET_STD) if dino else ([0.5] * 3, [0.5] * 3)
     ViTImageProcessor(size={"height": 224, "width": 224}, image_mean=mean, image_std=std).save_pretrained(folder)
@@ -327,7 +327,7 @@ def build_checkpoints(dest: str | Path, only: list[str] | None = None, tiny: boo
 
 
 # ---------------------------------------------------------------------------- SID_Set-like data
-SID_SIZES = ((1024, 1024), (512, 512), (1024, 768), (768, 768))   # (width, height), cycled: half >= 1024 wide
+SID_SIZES = ((1024, 1024), (1024, 768), (512, 512), (1024, 640))   # (width, height), cycled: 3 in 4 >= 1024 wide
 
 
 def _draw(rng: np.random.Generator, width: int, height: int, label: int) -> tuple[np.ndarray, np.ndarray | None]:
@@ -339,7 +339,7 @@ def _draw(rng: np.random.Generator, width: int, height: int, label: int) -> tupl
     2 "tampered": a real-kind scene with a synthetic-kind rectangle pasted in (mask = 255 there).
     """
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    c0, c1 = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
+    c0, c1 = rng.uniform(0, 255, 3).astype(np.float32), rng.uniform(0, 255, 3).astype(np.float32)
     t = (xx / width * rng.uniform(0.2, 1) + yy / height * rng.uniform(0.2, 1))[..., None] / 2
     img = c0 * (1 - t) + c1 * t
     for _ in range(int(rng.integers(3, 8))):
@@ -349,7 +349,7 @@ def _draw(rng: np.random.Generator, width: int, height: int, label: int) -> tupl
             ((np.abs(xx - cx) <= rx) & (np.abs(yy - cy) <= ry))
         img[inside] = rng.uniform(0, 255, 3)
     pattern = 6 * np.sin(xx * np.pi / 4) * np.sin(yy * np.pi / 4)
-    noisy = img + rng.normal(0, 6, img.shape)
+    noisy = img + 6 * rng.standard_normal(img.shape, dtype=np.float32)
     mask = None
     if label == 0:
         img = noisy
@@ -372,7 +372,7 @@ def _encode(array: np.ndarray, fmt: str) -> bytes:
     return buf.getvalue()
 
 
-def build_sid_set(dest: str | Path, n_per_label: int = 40, splits: tuple[str, ...] = ("train", "validation"),
+def build_sid_set(dest: str | Path, n_per_label: int = 24, splits: tuple[str, ...] = ("train", "validation"),
                   sizes: tuple[tuple[int, int], ...] = SID_SIZES, seed: int = 0) -> Path:
     """A local dataset in SID_Set's schema (img_id, image, mask, width, height, label: 0 real, 1
     fully synthetic, 2 tampered), ``n_per_label`` rows per label and split, sizes cycled from
@@ -397,6 +397,8 @@ def build_sid_set(dest: str | Path, n_per_label: int = 40, splits: tuple[str, ..
                 rows["height"].append(h)
                 rows["label"].append(label)
         Dataset.from_dict(rows, features=features).to_parquet(str(dest / "data" / f"{split}-00000-of-00001.parquet"))
+    # no YAML `configs:` block: with one, datasets' cache key ignores the files and two such
+    # folders would share one cached copy; without it, splits are found by file name
     (dest / "README.md").write_text(
         "# SID_Set-like local dataset (procedural, NOT SID_Set)\n\nSame columns and labels as "
         "saberzl/SID_Set (0 real, 1 full synthetic, 2 tampered), images drawn procedurally by "
@@ -417,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
     ck.add_argument("--device", help="where random numbers are drawn (default: cuda when available)")
     sd = sub.add_parser("sid-set", help="a SID_Set-like local dataset (procedural images)")
     sd.add_argument("dest", help="destination folder, e.g. data/rehearsal/saberzl/SID_Set")
-    sd.add_argument("--n-per-label", type=int, default=40, help="rows per label and split (default 40)")
+    sd.add_argument("--n-per-label", type=int, default=24, help="rows per label and split (default 24)")
     for p in (ck, sd):
         p.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
