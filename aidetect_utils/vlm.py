@@ -384,7 +384,7 @@ class VLMDetector(nn.Module):
         if base_model == TINY:
             base = Qwen2_5_VLForConditionalGeneration.from_pretrained(folder / "base", use_safetensors=True)
         else:
-            kwargs = {"dtype": torch.bfloat16} if torch.cuda.is_available() else {}
+            kwargs = {"dtype": torch.bfloat16, "device_map": {"": 0}} if torch.cuda.is_available() else {}
             base = _from_hub(Qwen2_5_VLForConditionalGeneration, base_model, **kwargs)
         model = PeftModel.from_pretrained(base, folder / "adapter")
         return cls(model.eval(), processor, base_model, "transformers")
