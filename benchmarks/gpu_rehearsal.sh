@@ -74,11 +74,14 @@ if command -v nvidia-smi >/dev/null; then
 fi
 "$PY" -c "import torch, transformers; print('torch', torch.__version__, '| transformers', transformers.__version__)" | tee -a "$LOG"
 
+KIND=$([ -n "${TINY:-}" ] && echo tiny || echo real-size)   # never measure on a stale build of the other kind
+built() { [ "$(cat data/rehearsal/BUILT 2>/dev/null)" = "$KIND" ]; }
 build() {
   local tiny=(); [ -n "${TINY:-}" ] && tiny=(--tiny)
   local t0=$(date +%s)
   "$PY" -m aidetect_utils.rehearsal checkpoints data/rehearsal "${tiny[@]}" 2>&1 | tee -a "$LOG" || return 1
   "$PY" -m aidetect_utils.rehearsal sid-set data/rehearsal/saberzl/SID_Set 2>&1 | tee -a "$LOG" || return 1
+  echo "$KIND" > data/rehearsal/BUILT
   say "build: $(( $(date +%s) - t0 )) s, $(du -sh data/rehearsal | cut -f1) on disk"
   echo "build,,,,0,$t0,$(date +%s)" >> "$R/runs.csv"
 }
@@ -86,10 +89,10 @@ for phase in "${phases[@]}"; do
   case "$phase" in
     build) build || exit 1 ;;
     main)
-      [ -f data/rehearsal/Qwen/Qwen2.5-VL-7B-Instruct/config.json ] || build || exit 1
+      built || build || exit 1
       for nb in "${NOTEBOOKS[@]}"; do BS="${BATCH[$nb]:-}" ACC="" run_nb main "$nb"; done ;;
     capped)
-      [ -f data/rehearsal/Qwen/Qwen2.5-VL-7B-Instruct/config.json ] || build || exit 1
+      built || build || exit 1
       [ -d data/prepared/cifake ] || BS="" run_nb main 00
       for nb in "${NOTEBOOKS[@]}"; do
         [ -n "${BATCH[$nb]:-}" ] || continue
