@@ -17,10 +17,17 @@ One concept per module:
 - ``artifacts`` results/<method>/metrics.json, predictions.csv and model folders
 - ``predict``   the command line ``python -m aidetect_utils.predict``
 - ``pipeline``  the papermill runner ``python -m aidetect_utils.pipeline``
+- ``gpu``       an optional GPU memory cap (``AIDETECT_GPU_MEMORY_GB``) and peak memory
+- ``rehearsal`` exact-architecture random checkpoints and SID_Set-like data, built offline
 """
+import os as _os
 LABELS = {"REAL": 0, "FAKE": 1}
 CLASS_NAMES = ["REAL", "FAKE"]  # index = label; the positive class is FAKE (AI-generated)
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck"]
 
 __version__ = "0.1.0"
+
+if _os.environ.get("AIDETECT_GPU_MEMORY_GB"):   # rehearse a smaller GPU (see gpu.py)
+    from .gpu import cap_memory_at_cuda_init
+    cap_memory_at_cuda_init()

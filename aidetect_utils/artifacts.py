@@ -2,9 +2,9 @@
 
 ``results/<method>/metrics.json``: method, backbone, profile, dataset, n_test, parameters,
 train seconds, inference images/second, device, preprocessing and ``metrics`` (see
-``metrics.classification_metrics``). ``results/<method>/predictions.csv``: one row per test
-image (id, cifar_class, label, prob_fake). The evaluation notebook recomputes everything from
-these two files.
+``metrics.classification_metrics``), and on a GPU its peak memory (``gpu.peak_memory``).
+``results/<method>/predictions.csv``: one row per test image (id, cifar_class, label,
+prob_fake). The evaluation notebook recomputes everything from these two files.
 
 A model folder holds ``model.safetensors`` (or a Hugging Face ``save_pretrained`` folder, or
 for a vision-language model a LoRA adapter, its processor and the base model's name) and
@@ -28,6 +28,7 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from . import CLASS_NAMES
+from .gpu import peak_memory
 from .metrics import classification_metrics
 
 SCHEMA_VERSION = 1
@@ -63,6 +64,7 @@ def write_results(out_dir: str | Path, *, method: str, backbone: str, profile: s
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "metrics": classification_metrics(labels, prob_fake, threshold), "extra": extra or {},
     }
+    record.update(peak_memory())   # GPU runs: peak memory of the notebook's process so far
     (out / "metrics.json").write_text(json.dumps(record, indent=1))
     pd.DataFrame({"id": ids, "cifar_class": cifar_class if cifar_class is not None else -1,
                   "label": labels, "prob_fake": prob_fake}).to_csv(out / "predictions.csv", index=False)

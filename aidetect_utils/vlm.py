@@ -159,7 +159,9 @@ def load_base(model_name: str, backend: str, *, load_in_4bit: bool = True, tiny:
     else:
         from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
         from .models import _from_hub
-        kwargs = {"dtype": torch.bfloat16} if torch.cuda.is_available() else {}
+        # on a GPU: bf16, loaded straight onto it (Trainer would move it, but scoring before
+        # training, the zero-shot cell, would otherwise run the model on the CPU)
+        kwargs = {"dtype": torch.bfloat16, "device_map": {"": 0}} if torch.cuda.is_available() else {}
         if load_in_4bit and torch.cuda.is_available() and importlib.util.find_spec("bitsandbytes") is None:
             warnings.warn("load_in_4bit needs the bitsandbytes package (pip install -e .[gpu]); loading in bf16")
         elif load_in_4bit and torch.cuda.is_available():
@@ -443,7 +445,7 @@ class VLMDetector(nn.Module):
         if base_model == TINY:
             base = Qwen2_5_VLForConditionalGeneration.from_pretrained(folder / "base", use_safetensors=True)
         else:
-            kwargs = {"dtype": torch.bfloat16} if torch.cuda.is_available() else {}
+            kwargs = {"dtype": torch.bfloat16, "device_map": {"": 0}} if torch.cuda.is_available() else {}
             base = _from_hub(Qwen2_5_VLForConditionalGeneration, base_model, **kwargs)
         model = PeftModel.from_pretrained(base, folder / "adapter")
         return cls(model.eval(), processor, base_model, "transformers")
@@ -486,13 +488,13 @@ def for_inference(model, backend: str):
 
 
 def detection_data(dataset: str = "cifake", *, image_size: int, n_train: int | None, n_test: int | None,
-                   prepared_dir=None, min_width: int | None = 1024, seed: int = 0):
+                   prepared_dir=None, min_width: int | None = 1024, seed: int = 0, sid_set_path: str | None = None):
     """(train, test, preprocessing) for the VLM notebooks: ``splits.ImageSplit`` pairs.
 
     ``cifake``: random subsets of notebook 00's prepared train and test splits (32 px images,
     upsized to ``image_size`` by the transform). ``sid_set``: the hub's ``train`` and
     ``validation`` splits, label 2 dropped, at least ``min_width`` px wide, balanced, decoded at
-    ``image_size`` (needs internet).
+    ``image_size`` (needs internet, or ``sid_set_path``: a local folder in its layout).
     """
     if dataset == "cifake":
         from .splits import load_prepared
@@ -502,10 +504,10 @@ def detection_data(dataset: str = "cifake", *, image_size: int, n_train: int | N
     elif dataset == "sid_set":
         from .sidset import load_sid_set, to_image_split
         half = lambda n: None if n is None else max(1, n // 2)
-        train = to_image_split(load_sid_set("train", min_width=min_width, max_per_class=half(n_train), seed=seed),
-                               image_size, desc="SID_Set train")
-        test = to_image_split(load_sid_set("validation", min_width=min_width, max_per_class=half(n_test), seed=seed),
-                              image_size, desc="SID_Set validation")
+        load = lambda split, n: load_sid_set(split, min_width=min_width, max_per_class=half(n), seed=seed,
+                                             path=sid_set_path)
+        train = to_image_split(load("train", n_train), image_size, desc="SID_Set train")
+        test = to_image_split(load("validation", n_test), image_size, desc="SID_Set validation")
     else:
         raise ValueError(f"dataset must be 'cifake' or 'sid_set', got {dataset!r}")
     return train, test, vlm_preprocessing(image_size, source_size=train.images.shape[1])
