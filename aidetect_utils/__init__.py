@@ -7,12 +7,15 @@ One concept per module:
 - ``splits``    content deduplication, stratified train/val/test splits, prepared data
 - ``sidset``    the SID_Set dataset from the Hugging Face hub
 - ``transforms``torch datasets and torchvision preprocessing/augmentation
-- ``models``    model builders, including the rebuild of a saved model folder
+- ``models``    model builders (registered by name for saved model folders)
+- ``registry``  builder names -> modules, so artifacts never imports a model module
 - ``losses``    answer-token losses of the vision-language model (cross-entropy, focal)
-- ``vlm``       Qwen2.5-VL as a detector: backends, prompt, LoRA training, answer-logit scores
-- ``engine``    the Accelerate training loop (early stopping, checkpoints, resume)
+- ``vlm``       Qwen2.5-VL as a detector (a sub-package: backends, tiny, prompt, training, detector, data)
+- ``engine``    the Accelerate training loop (early stopping, checkpoints, resume, fingerprints)
+- ``runlog``    what each training phase did, on the headless runner's console
 - ``metrics``   classification and calibration metrics
-- ``evaluation``every method side by side: statistics, robustness, calibration, Grad-CAM
+- ``evaluation``every method side by side: statistics, robustness, calibration, folders
+- ``explain``   Grad-CAM for CNNs and ViTs
 - ``plots``     every figure the notebooks show
 - ``artifacts`` results/<method>/metrics.json, predictions.csv and model folders
 - ``predict``   the command line ``python -m aidetect_utils.predict``

@@ -68,7 +68,7 @@ class Detector:
 
 def load_detectors(folders: list[str | Path], device: str = "cpu") -> list[Detector]:
     """Load model folders; raise ``artifacts.ModelFolderError`` (one line) on a bad one."""
-    from .evaluation import supports_explanations
+    from .explain import supports_explanations
     from .models import FeatureClassifier
     from .predict import Predictor
     out = []
@@ -113,7 +113,7 @@ def _png_b64(arr: np.ndarray, scale: int = 4) -> str:
 def _overlay(arr: np.ndarray, cam: np.ndarray) -> np.ndarray:
     import matplotlib
 
-    from .evaluation import resize_map
+    from .explain import resize_map
     heat = resize_map(cam, arr.shape[:2])
     colored = (matplotlib.colormaps["jet"](heat)[..., :3] * 255).astype(np.float32)
     return (0.55 * arr + 0.45 * colored).clip(0, 255).astype(np.uint8)
@@ -134,7 +134,7 @@ def _score(det: Detector, arr: np.ndarray) -> Verdict:
     else:
         p = float(pred.prob_fake(arr[None])[0])
     if det.gradcam:
-        from .evaluation import explain_maps
+        from .explain import explain_maps
         cam = _png_b64(_overlay(arr, explain_maps(pred.model, x)[0]))
     return Verdict(det.name, p, CLASS_NAMES[int(p >= pred.threshold)], std, cam)
 

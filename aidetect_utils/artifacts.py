@@ -8,7 +8,7 @@ prob_fake). The evaluation notebook recomputes everything from these two files.
 
 A model folder holds ``model.safetensors`` (or a Hugging Face ``save_pretrained`` folder, or
 for a vision-language model a LoRA adapter, its processor and the base model's name) and
-``aidetect_model.json``: method, architecture spec (see ``models.build_from_spec``),
+``aidetect_model.json``: method, architecture spec (a builder name and its arguments, see ``registry``),
 preprocessing, class names, decision threshold, and the test metrics for the record. Loading
 never unpickles anything.
 """
@@ -27,13 +27,12 @@ import torch
 from safetensors.torch import load_model, save_model
 from torch import nn
 
-from . import CLASS_NAMES
+from . import CLASS_NAMES, registry
 from .gpu import peak_memory
 from .metrics import classification_metrics
 
 SCHEMA_VERSION = 1
 MODEL_JSON = "aidetect_model.json"
-SELF_LOADING = ("hf_image_classification", "qwen_vl_lora")  # builders that load their own weights
 REQUIRED_KEYS = ("schema_version", "method", "backbone", "profile", "dataset", "n_test",
                  "trainable_params", "total_params", "train_seconds", "inference_images_per_second",
                  "device", "metrics")
@@ -87,10 +86,10 @@ def save_model_folder(folder: str | Path, model: nn.Module, *, method: str, arch
     """Write a folder the predict command can load alone."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    if architecture.get("builder") == "hf_image_classification":
-        model.save_pretrained(folder, safe_serialization=True)
-    elif architecture.get("builder") == "qwen_vl_lora":
+    if hasattr(model, "save_folder"):
         model.save_folder(folder)          # vlm.VLMDetector: LoRA adapter + processor (+ tiny base)
+    elif registry.get(architecture.get("builder")).self_loading:
+        model.save_pretrained(folder, safe_serialization=True)   # a Hugging Face model
     else:
         save_model(model, str(folder / "model.safetensors"))
     spec = {"schema_version": SCHEMA_VERSION, "method": method, "architecture": architecture,
@@ -157,10 +156,14 @@ def load_model_folder(folder: str | Path) -> tuple[nn.Module, dict]:
     where = display_name(folder)
     spec = read_model_spec(folder)
     builder = spec["architecture"]["builder"]
-    if builder not in SELF_LOADING and not (folder / "model.safetensors").is_file():
+    try:
+        self_loading = registry.get(builder).self_loading
+    except ValueError as exc:
+        raise ModelFolderError(f"{where}: cannot rebuild the {builder!r} architecture ({exc})") from None
+    if not self_loading and not (folder / "model.safetensors").is_file():
         raise ModelFolderError(f"{where}: no model.safetensors (weights are only read from safetensors)")
     with _utf8_path(folder) as folder:
-        return _load(folder, spec, builder, where), spec
+        return _load(folder, spec, builder, self_loading, where), spec
 
 
 @contextlib.contextmanager
@@ -182,18 +185,17 @@ def _utf8_path(folder: Path):
         os.close(fd)
 
 
-def _load(folder: Path, spec: dict, builder: str, where: str) -> nn.Module:
+def _load(folder: Path, spec: dict, builder: str, self_loading: bool, where: str) -> nn.Module:
     from .images import one_line
-    from .models import build_from_spec
     weights = folder / "model.safetensors"
     try:
-        model = build_from_spec(spec["architecture"], folder)
+        model = registry.build(spec["architecture"], folder)
     except ModelFolderError:
         raise
     except Exception as exc:  # noqa: BLE001 - any builder fault is a fault of the folder's JSON or files
         raise ModelFolderError(f"{where}: cannot rebuild the {builder!r} architecture "
                                f"({type(exc).__name__}: {one_line(exc)})") from None
-    if builder not in SELF_LOADING:
+    if not self_loading:
         try:
             load_model(model, str(weights))
         except Exception as exc:  # noqa: BLE001 - safetensors header/size errors, shape mismatches

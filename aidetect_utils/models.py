@@ -13,6 +13,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from . import registry
+from .registry import register
+
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:
     """(trainable, total) parameter counts."""
@@ -90,24 +93,22 @@ def load_lite0_imagenet(backbone: nn.Module) -> int:
 
 
 # ---------------------------------------------------------------- rebuild from a spec
+# the classes are defined below; a builder is looked up only when a folder is loaded
+register("efficientnet_detector")(lambda folder, **kw: EfficientNetDetector(**kw))
+register("vit_classifier")(lambda folder, **kw: ViTClassifier(**kw))
+register("feature_classifier")(lambda folder, **kw: FeatureClassifier(**kw))
+
+
+@register("hf_image_classification", self_loading=True)
+def _hf_image_classification(folder, **kwargs):
+    from transformers import AutoModelForImageClassification
+    return AutoModelForImageClassification.from_pretrained(folder, use_safetensors=True)
+
+
 def build_from_spec(spec: dict, folder=None) -> nn.Module:
-    """Rebuild the architecture described by ``spec`` (weights are loaded by the caller,
-    except for Hugging Face folders, which ``from_pretrained`` loads whole)."""
-    kind = spec.get("builder")
-    kwargs = spec.get("kwargs", {})
-    if kind == "efficientnet_detector":
-        return EfficientNetDetector(**kwargs)
-    if kind == "vit_classifier":
-        return ViTClassifier(**kwargs)
-    if kind == "feature_classifier":
-        return FeatureClassifier(**kwargs)
-    if kind == "hf_image_classification":
-        from transformers import AutoModelForImageClassification
-        return AutoModelForImageClassification.from_pretrained(folder, use_safetensors=True)
-    if kind == "qwen_vl_lora":
-        from .vlm import VLMDetector
-        return VLMDetector.from_folder(folder, **kwargs)
-    raise ValueError(f"unknown architecture builder {kind!r} in model spec")
+    """Rebuild the architecture described by ``spec`` (see ``registry``); weights are loaded by
+    the caller, except for builders that load their own (Hugging Face folders, LoRA adapters)."""
+    return registry.build(spec, folder)
 
 
 def load_pretrained_backbone(detector: nn.Module, source: str, hub_name: str | None = None) -> str:

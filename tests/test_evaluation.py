@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from aidetect_utils import evaluation as ev
+from aidetect_utils import evaluation as ev, explain
 from aidetect_utils.images import decode_image
 from aidetect_utils.metrics import expected_calibration_error
 
@@ -141,13 +141,13 @@ def test_gradcam_on_cnn_and_vit():
     torch.manual_seed(0)
     x = torch.randn(3, 3, 32, 32)
     cnn = EfficientNetDetector("tf_efficientnet_lite0").eval()
-    layer, _ = ev._target_layer(cnn, x)
+    layer, _ = explain._target_layer(cnn, x)
     assert layer is cnn.backbone.blocks[2]                 # the last stage still 4x4 at 32 px
-    maps = ev.explain_maps(cnn, x)
+    maps = explain.explain_maps(cnn, x)
     assert maps.shape == (3, 32, 32) and maps.min() >= 0 and maps.max() <= 1 and maps.std() > 0
     vit = ViTClassifier({"image_size": 32, "patch_size": 8, "hidden_size": 48, "num_hidden_layers": 2,
                          "num_attention_heads": 3, "intermediate_size": 96}).eval()
-    assert ev.explain_maps(vit, x).shape == (3, 32, 32)
+    assert explain.explain_maps(vit, x).shape == (3, 32, 32)
     frozen = build_feature_classifier({"kind": "timm", "name": "tf_efficientnet_lite0"}, {"kind": "linear"})
-    assert ev.explain_maps(frozen.eval(), x).std() > 0     # gradients reach a frozen backbone
-    assert not ev.supports_explanations(torch.nn.Linear(2, 2))
+    assert explain.explain_maps(frozen.eval(), x).std() > 0     # gradients reach a frozen backbone
+    assert not explain.supports_explanations(torch.nn.Linear(2, 2))

@@ -1,0 +1,30 @@
+"""The images the VLM notebooks train and test on: CIFAKE subsets, or SID_Set."""
+from __future__ import annotations
+
+from .detector import vlm_preprocessing
+
+
+def detection_data(dataset: str = "cifake", *, image_size: int, n_train: int | None, n_test: int | None,
+                   prepared_dir=None, min_width: int | None = 1024, seed: int = 0, sid_set_path: str | None = None):
+    """(train, test, preprocessing) for the VLM notebooks: ``splits.ImageSplit`` pairs.
+
+    ``cifake``: random subsets of notebook 00's prepared train and test splits (32 px images,
+    upsized to ``image_size`` by the transform). ``sid_set``: the hub's ``train`` and
+    ``validation`` splits, label 2 dropped, at least ``min_width`` px wide, balanced, decoded at
+    ``image_size`` (needs internet, or ``sid_set_path``: a local folder in its layout).
+    """
+    if dataset == "cifake":
+        from ..splits import load_prepared
+        data = load_prepared(prepared_dir)
+        train = data.split("train").sample(n_train, seed=seed)
+        test = data.split("test").sample(n_test, seed=seed)
+    elif dataset == "sid_set":
+        from ..sidset import load_sid_set, to_image_split
+        half = lambda n: None if n is None else max(1, n // 2)
+        load = lambda split, n: load_sid_set(split, min_width=min_width, max_per_class=half(n), seed=seed,
+                                             path=sid_set_path)
+        train = to_image_split(load("train", n_train), image_size, desc="SID_Set train")
+        test = to_image_split(load("validation", n_test), image_size, desc="SID_Set validation")
+    else:
+        raise ValueError(f"dataset must be 'cifake' or 'sid_set', got {dataset!r}")
+    return train, test, vlm_preprocessing(image_size, source_size=train.images.shape[1])

@@ -1,0 +1,110 @@
+"""The fine-tuned VLM as a detector like every other: image tensors in, logits [Real, Fake] out.
+
+Scoring never parses generated text: :class:`VLMDetector` reads the next-token logits at the
+answer position and keeps the two answer tokens, so ``softmax([l_Real, l_Fake])[1]`` is
+P(FAKE). Being an ``nn.Module`` that takes image tensors, the shared evaluation,
+``predictions.csv``, the predict command and notebook 07 treat it the same way. Its model
+folder (``adapter/``, ``processor/``, and for a tiny model ``base/``) is registered as the
+``qwen_vl_lora`` builder.
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..registry import register
+from .backends import for_inference
+from .prompt import VLMCollator, answer_token_ids
+from .tiny import TINY
+
+
+class VLMDetector(nn.Module):
+    """The fine-tuned VLM as a detector: image tensors (N, 3, H, W) -> logits [Real, Fake] (N, 2).
+
+    The logits are the next-token logits at the answer position for the first tokens of
+    ``Real`` and ``Fake``; their softmax is (P(REAL), P(FAKE)) given that the model answers one
+    of the two, which is what ``engine.prob_fake_from_logits`` computes.
+    """
+
+    def __init__(self, model, processor, base_model: str, backend: str):
+        super().__init__()
+        self.model, self.processor = model, processor
+        self.base_model, self.backend = base_model, backend
+        self.collator = VLMCollator(processor, with_answers=False)
+        self.answer_ids = list(answer_token_ids(processor))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from ..engine import device_of
+        device = device_of(self.model)
+        dtype = next(p for p in self.model.parameters() if p.is_floating_point()).dtype
+        batch = self.collator([(img, 0) for img in x])
+        batch = {k: v.to(device) for k, v in batch.items()}
+        batch["pixel_values"] = batch["pixel_values"].to(dtype)
+        logits = self.model(**batch).logits
+        last = batch["attention_mask"].sum(1) - 1
+        return logits[torch.arange(len(last), device=device), last][:, self.answer_ids].float()
+
+    def spec(self) -> dict:
+        return {"builder": "qwen_vl_lora", "kwargs": {"base_model": self.base_model, "backend": self.backend}}
+
+    def save_folder(self, folder: str | Path) -> None:
+        """``adapter/`` (peft, safetensors), ``processor/``, and for a tiny model built from a
+        config its base weights in ``base/`` (a hub model is named, not copied)."""
+        folder = Path(folder)
+        self.model.save_pretrained(folder / "adapter")
+        self.processor.save_pretrained(folder / "processor")
+        if self.base_model == TINY:
+            copy.deepcopy(self.model).unload().save_pretrained(folder / "base", safe_serialization=True)
+
+    @classmethod
+    def from_folder(cls, folder: str | Path, base_model: str, backend: str = "transformers") -> "VLMDetector":
+        from peft import PeftModel
+        from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+        from ..models import _from_hub
+        folder = Path(folder)
+        processor = AutoProcessor.from_pretrained(folder / "processor")
+        if base_model == TINY:
+            base = Qwen2_5_VLForConditionalGeneration.from_pretrained(folder / "base", use_safetensors=True)
+        else:
+            kwargs = {"dtype": torch.bfloat16, "device_map": {"": 0}} if torch.cuda.is_available() else {}
+            base = _from_hub(Qwen2_5_VLForConditionalGeneration, base_model, **kwargs)
+        model = PeftModel.from_pretrained(base, folder / "adapter")
+        return cls(model.eval(), processor, base_model, "transformers")
+
+
+def vlm_preprocessing(image_size: int, source_size: int = 32) -> dict:
+    """Preprocessing record for a VLM: tensors in [0, 1] (mean 0, std 1); the processor
+    normalises with the checkpoint's own statistics."""
+    from ..transforms import preprocessing
+    return preprocessing(image_size, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), source_size=source_size)
+
+
+def inference_detector(model, processor, info: dict) -> VLMDetector:
+    """The model (switched to inference) as a :class:`VLMDetector`, from :func:`build_lora_model`'s ``info``."""
+    return VLMDetector(for_inference(model, info["backend"]), processor, info["model"], info["backend"])
+
+
+def score(model, processor, info: dict, loader, desc: str = "score") -> tuple[np.ndarray, float]:
+    """P(FAKE) for every image of ``loader`` from the answer logits, and the seconds it took."""
+    from ..engine import predict_proba
+    return predict_proba(inference_detector(model, processor, info), loader, desc=desc)
+
+
+def evaluate_and_save(trainer, processor, info: dict, test, *, method: str, profile: str, preprocessing: dict,
+                      dataset: str, batch_size: int, extra: dict | None = None) -> dict:
+    """Score the test split with the fine-tuned model and write results/<method>/ (metrics.json,
+    predictions.csv, model folder) exactly like the other methods."""
+    from ..artifacts import evaluate_and_save as save
+    detector = inference_detector(trainer.model, processor, info)
+    return save(detector, test, method=method, backbone=info["model"], profile=profile, preprocessing=preprocessing,
+                architecture=detector.spec(), train_seconds=trainer.train_seconds, batch_size=batch_size,
+                dataset=dataset, extra={"backend": info["backend"], "steps": trainer.state.global_step, **(extra or {})})
+
+
+@register("qwen_vl_lora", self_loading=True)
+def _build(folder, base_model: str, backend: str = "transformers") -> VLMDetector:
+    return VLMDetector.from_folder(folder, base_model, backend)
