@@ -82,8 +82,9 @@ def read_results(out_dir: str | Path) -> tuple[dict, pd.DataFrame]:
 
 def save_model_folder(folder: str | Path, model: nn.Module, *, method: str, architecture: dict,
                       preprocessing: dict, threshold: float = 0.5, metrics: dict | None = None,
-                      extra: dict | None = None) -> Path:
-    """Write a folder the predict command can load alone."""
+                      extra: dict | None = None, domain_check=None) -> Path:
+    """Write a folder the predict command can load alone; ``domain_check`` (``domain.fit``) is
+    saved beside the weights, so every reload can say whether an input resembles the training data."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     if hasattr(model, "save_folder"):
@@ -96,6 +97,8 @@ def save_model_folder(folder: str | Path, model: nn.Module, *, method: str, arch
             "preprocessing": preprocessing, "class_names": CLASS_NAMES, "threshold": float(threshold),
             "metrics": metrics or {}, "extra": extra or {}}
     (folder / MODEL_JSON).write_text(json.dumps(spec, indent=1))
+    if domain_check is not None:
+        domain_check.save(folder)
     return folder
 
 
@@ -166,6 +169,23 @@ def load_model_folder(folder: str | Path) -> tuple[nn.Module, dict]:
         return _load(folder, spec, builder, self_loading, where), spec
 
 
+def load_domain_check(folder: str | Path, spec: dict):
+    """The folder's ``domain.DomainCheck`` (a resolution-only one when it was saved without);
+    a damaged one raises :class:`ModelFolderError`."""
+    from .domain import DOMAIN_JSON, DomainCheck
+    from .images import display_name, one_line
+    folder = Path(folder)
+    try:
+        with _utf8_path(folder) as readable:
+            check = DomainCheck.load(readable)
+        if check is not None and check.has_score and check.layer and "knn.bank" not in check.arrays:
+            raise ValueError("knn.bank missing")
+    except Exception as exc:  # noqa: BLE001 - bad JSON, missing or truncated arrays
+        raise ModelFolderError(f"{display_name(folder)}: {DOMAIN_JSON} or its arrays are damaged "
+                               f"({type(exc).__name__}: {one_line(exc)})") from None
+    return check or DomainCheck(source_size=spec["preprocessing"]["source_size"])
+
+
 @contextlib.contextmanager
 def _utf8_path(folder: Path):
     """``folder``, or, when its name is not valid UTF-8 (which safetensors and the Hugging Face
@@ -208,12 +228,13 @@ def evaluate_and_save(model: nn.Module, test, *, method: str, backbone: str, pro
                       preprocessing: dict, architecture: dict, train_seconds: float,
                       batch_size: int = 128, threshold: float = 0.5, extra: dict | None = None,
                       out_dir: str | Path | None = None, prob_fake=None,
-                      inference_seconds: float | None = None, dataset: str = "cifake") -> dict:
+                      inference_seconds: float | None = None, dataset: str = "cifake", domain_check=None) -> dict:
     """The last steps every method notebook shares: score the test split, write
     ``results/<method>/metrics.json`` and ``predictions.csv``, and save ``results/<method>/model``.
 
     ``test`` is a ``splits.ImageSplit``. ``prob_fake``/``inference_seconds``: scores computed
     by the notebook (e.g. Monte Carlo dropout means) instead of one deterministic pass.
+    ``domain_check``: the model's ``domain.DomainCheck``, saved in the model folder.
     Returns the metrics record.
     """
     from .engine import make_loader, predict_proba
@@ -234,7 +255,7 @@ def evaluate_and_save(model: nn.Module, test, *, method: str, backbone: str, pro
                            inference_seconds=seconds, threshold=threshold, preprocessing=preprocessing,
                            extra=extra, dataset=dataset)
     save_model_folder(out / "model", model, method=method, architecture=architecture,
-                      preprocessing=preprocessing, threshold=threshold,
+                      preprocessing=preprocessing, threshold=threshold, domain_check=domain_check,
                       metrics={k: record["metrics"][k] for k in ("accuracy", "roc_auc", "f1_fake")}
                       | {"n_test": record["n_test"], "dataset": record["dataset"], "profile": profile})
     return record

@@ -1,10 +1,12 @@
 """Run the notebook series headless: ``python -m aidetect_utils.pipeline --profile smoke``.
 
-Executes ``notebooks/NN_*.ipynb`` in order with papermill, injecting the parameters of the
-chosen profile from ``notebooks/profiles.yaml`` (a profile is only a set of parameters: the
-notebooks never branch on its name). Executed copies go to ``results/notebooks/<profile>/``;
-``--inplace`` writes them back over the notebooks instead (how the committed ``smoke`` outputs
-are refreshed). The first failing notebook stops the run with the notebook, the cell and the
+Executes ``notebooks/NN_*.ipynb`` in order with papermill, injecting the chosen ``profile``
+and the ``-p`` overrides; each notebook reads its values from ``notebooks/profiles.yaml``
+(``params.load``), which are checked here first, so an unknown profile or parameter stops the
+run before any notebook starts. Executed copies go to ``results/notebooks/<profile>/``;
+``--publish`` also writes a cleaned copy back over ``notebooks/`` (the learner's copies: a real
+run, ``--profile cpu``), ``--snapshot`` to ``tests/notebooks/`` (the smoke snapshots CI checks
+with nbval); see ``publish``. The first failing notebook stops the run with the notebook, the cell and the
 error named, and the exit status is 1 (also when the kernel itself died: killed, or out of
 memory). After each notebook the console says, per training phase, whether it was "trained",
 "resumed at epoch N" or "reloaded (same settings)" (see ``runlog``).
@@ -20,32 +22,8 @@ from pathlib import Path
 
 import yaml
 
-from . import runlog
+from . import params, runlog
 from .paths import project_root
-
-
-def load_profiles(path: Path | None = None) -> dict:
-    path = path or project_root() / "notebooks" / "profiles.yaml"
-    profiles = yaml.safe_load(path.read_text())
-    if not isinstance(profiles, dict) or not profiles:
-        raise ValueError(f"{path}: expected a mapping of profile name -> notebook parameters")
-    return profiles
-
-
-def parameters_for(profiles: dict, profile: str, notebook: str, _seen: tuple = ()) -> dict:
-    """Parameters for one notebook: those of the profile it ``extends`` (if any), then the
-    profile's ``all`` entry, then the notebook's own; later entries override earlier ones."""
-    if profile not in profiles:
-        raise ValueError(f"unknown profile {profile!r}; choose from {sorted(profiles)}")
-    if profile in _seen:
-        raise ValueError(f"profiles extend each other in a cycle: {' -> '.join((*_seen, profile))}")
-    p = profiles[profile] or {}
-    stem = Path(notebook).stem
-    params = parameters_for(profiles, p["extends"], notebook, (*_seen, profile)) if p.get("extends") else {}
-    params.update(p.get("all") or {})
-    params.update(p.get(stem) or p.get(stem[:2]) or {})
-    params["profile"] = profile
-    return params
 
 
 def select(notebooks: list[Path], only: list[str] | None) -> list[Path]:
@@ -65,11 +43,13 @@ def parse_overrides(pairs: list[list[str]] | None) -> dict:
 
 
 def run(profile: str = "smoke", only: list[str] | None = None, data: str | None = None,
-        inplace: bool = False, notebooks_dir: Path | None = None, out_dir: Path | None = None,
+        publish_to: Path | None = None, notebooks_dir: Path | None = None, out_dir: Path | None = None,
         profiles_file: Path | None = None, kernel: str = "python3", overrides: dict | None = None) -> list[dict]:
     """Execute the notebooks; return one record per notebook (name, seconds, output path).
 
-    ``overrides``: parameters set on top of the profile's, for every selected notebook.
+    ``overrides``: parameters set on top of the profile's, for the selected notebooks that have
+    them (a name no selected notebook has is an error). ``publish_to``: a folder that receives a
+    cleaned copy of each executed notebook (``publish.clean``).
 
     Raises :class:`NotebookFailed` naming the notebook, cell and error of the first failure.
     """
@@ -77,10 +57,18 @@ def run(profile: str = "smoke", only: list[str] | None = None, data: str | None 
 
     root = project_root()
     nb_dir = notebooks_dir or root / "notebooks"
-    profiles = load_profiles(profiles_file or nb_dir / "profiles.yaml")
-    if profile not in profiles:
-        raise ValueError(f"unknown profile {profile!r}; choose from {sorted(profiles)}")
+    profiles_file = profiles_file or nb_dir / "profiles.yaml"
     notebooks = select(sorted(nb_dir.glob("[0-9][0-9]_*.ipynb")), only)
+    profiles = params.load_profiles(profiles_file)
+    own = {}
+    for nb in notebooks:   # every value checked before the first notebook starts
+        names = set(params.defaults_for(profiles, nb.stem))
+        own[nb.name] = {k: v for k, v in (overrides or {}).items() if k in names}
+        params.load(profile, nb.stem, own[nb.name], path=profiles_file)
+    unused = sorted(set(overrides or {}) - {k for o in own.values() for k in o})
+    if unused:
+        raise ValueError(f"-p {', '.join(unused)}: not a parameter of {', '.join(nb.stem for nb in notebooks)} "
+                         "(see notebooks/profiles.yaml)")
     out = out_dir or root / "results" / "notebooks" / profile
     out.mkdir(parents=True, exist_ok=True)
     if data:
@@ -91,15 +79,18 @@ def run(profile: str = "smoke", only: list[str] | None = None, data: str | None 
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers reads it at import
     records = []
     for nb in notebooks:
-        target = nb if inplace else out / nb.name
-        params = {**parameters_for(profiles, profile, nb.name), **(overrides or {})}
+        target = out / nb.name
+        injected = {"profile": profile, "overrides": own[nb.name]}
         print(f"[pipeline] {nb.name} ({profile}) -> {target}", flush=True)
         t0 = time.perf_counter()
         fd, log = tempfile.mkstemp(prefix="aidetect-runlog-", suffix=".jsonl")
         os.close(fd)
-        os.environ[runlog.ENV_VAR] = log   # the kernel inherits it: engine.fit appends one line per phase
+        # the kernel inherits these: engine.fit appends one line per phase to the run log, and
+        # params.load reads this project's profiles.yaml
+        saved = {k: os.environ.get(k) for k in (runlog.ENV_VAR, "AIDETECT_ROOT")}
+        os.environ.update({runlog.ENV_VAR: log, "AIDETECT_ROOT": str(nb_dir.parent)})
         try:
-            pm.execute_notebook(str(nb), str(target), parameters=params, kernel_name=kernel,
+            pm.execute_notebook(str(nb), str(target), parameters=injected, kernel_name=kernel,
                                 cwd=str(nb_dir), progress_bar=False, log_output=False)
         except pm.PapermillExecutionError as exc:
             raise NotebookFailed(nb.name, exc.exec_count, _failed_cell(target), exc.ename, exc.evalue,
@@ -108,11 +99,14 @@ def run(profile: str = "smoke", only: list[str] | None = None, data: str | None 
             raise NotebookFailed(nb.name, *_running_cell(target), type(exc).__name__,
                                  _kernel_failure(exc), target) from None
         finally:
-            os.environ.pop(runlog.ENV_VAR, None)
+            for k, v in saved.items():
+                os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
             _print_phases(nb.name, log)
             Path(log).unlink(missing_ok=True)
         seconds = time.perf_counter() - t0
         print(f"[pipeline] {nb.name} done in {seconds:.1f} s", flush=True)
+        if publish_to is not None:
+            _publish(target, Path(publish_to) / nb.name, profile, own[nb.name], seconds, nb_dir.parent)
         records.append({"notebook": nb.name, "seconds": round(seconds, 1), "output": str(target)})
     return records
 
@@ -128,6 +122,16 @@ def _failed_cell(path: Path) -> str:
     except (OSError, ValueError):
         pass
     return "?"
+
+
+def _publish(executed: Path, dest: Path, profile: str, overrides: dict, seconds: float, project: Path) -> None:
+    import nbformat
+
+    from . import publish
+    nb = publish.clean(nbformat.read(executed, 4), profile=profile, overrides=overrides, seconds=seconds,
+                       roots=publish.default_roots(project))
+    publish.write(nb, dest)
+    print(f"[pipeline]   published {dest.relative_to(project) if dest.is_relative_to(project) else dest}", flush=True)
 
 
 def _print_phases(notebook: str, log: str) -> None:
@@ -174,14 +178,20 @@ def main(argv: list[str] | None = None) -> int:
                     help="smoke (default), cpu, full, rehearsal or gpu: see notebooks/profiles.yaml")
     ap.add_argument("--only", nargs="+", metavar="NB", help="notebook names or number prefixes, e.g. 00 04")
     ap.add_argument("--data", help="CIFAKE folder or archive (default: $AIDETECT_CIFAKE, else download)")
-    ap.add_argument("--inplace", action="store_true", help="write outputs back into notebooks/")
+    where = ap.add_mutually_exclusive_group()
+    where.add_argument("--publish", action="store_true",
+                       help="also write cleaned copies over notebooks/ (the learner's copies: use --profile cpu)")
+    where.add_argument("--snapshot", action="store_true",
+                       help="also write cleaned copies to tests/notebooks/ (the smoke snapshots nbval checks)")
     ap.add_argument("--kernel", default="python3")
     ap.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"),
                     help="set a notebook parameter on top of the profile (value read as YAML), for "
                          "every selected notebook, e.g. --only 04 -p input_size 224")
     args = ap.parse_args(argv)
     try:
-        records = run(args.profile, args.only, args.data, args.inplace, kernel=args.kernel,
+        root = project_root()
+        dest = root / "notebooks" if args.publish else (root / "tests" / "notebooks" if args.snapshot else None)
+        records = run(args.profile, args.only, args.data, dest, kernel=args.kernel,
                       overrides=parse_overrides(args.parameter))
     except NotebookFailed as exc:
         print(f"[pipeline] FAILED: {exc}", file=sys.stderr)

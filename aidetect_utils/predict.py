@@ -9,7 +9,10 @@ are scored and written), 2 when nothing could start (model folder, ``--output``)
 
 Each image is brought to the model's training resolution first (``source_size``: 32 px for
 CIFAKE models, so a large photo is judged downscaled, as the model never saw anything else),
-then preprocessed exactly as in training (see ``transforms.eval_transform``).
+then preprocessed exactly as in training (see ``transforms.eval_transform``). Every image also
+gets the model folder's domain check (``domain``): ``in_domain``, ``domain_score`` and, when out
+of domain, a ``domain_note`` saying why; a one-line warning counts the images out of domain,
+whose verdicts the model cannot back.
 """
 from __future__ import annotations
 
@@ -24,10 +27,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .artifacts import ModelFolderError, load_model_folder
+from .artifacts import ModelFolderError, load_domain_check, load_model_folder
 from .engine import predict_proba
 from .images import ImageError, decode_image, display_name, iter_image_files
 from .transforms import ArrayDataset, eval_transform
+
+
+COLUMNS = ["path", "prob_fake", "label", "in_domain", "domain_score", "domain_note"]
 
 
 class Predictor:
@@ -40,6 +46,7 @@ class Predictor:
         self.prep = self.spec["preprocessing"]
         self.threshold = float(self.spec.get("threshold", 0.5))
         self.transform = eval_transform(self.prep)
+        self.domain = load_domain_check(folder, self.spec)
 
     def prob_fake(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """P(FAKE) for an (N, S, S, 3) uint8 array already at ``source_size``."""
@@ -47,19 +54,31 @@ class Predictor:
         loader = torch.utils.data.DataLoader(ds, batch_size=batch_size)
         return predict_proba(self.model, loader)[0]
 
+    def in_domain(self, images: np.ndarray, sizes: list[tuple[int, int]]) -> pd.DataFrame:
+        """The domain check of images at ``source_size`` whose files were ``sizes`` (width, height)."""
+        return self.domain.judge(self.model, self.transform, images, sizes)
+
     def predict_files(self, paths: list[Path]) -> tuple[pd.DataFrame, list[dict]]:
-        arrays, ok, errors = [], [], []
+        """One row per readable file: path, prob_fake, label, in_domain, domain_score, domain_note;
+        and the unreadable files with their one-line errors."""
+        arrays, sizes, ok, errors = [], [], [], []
         for p in paths:
             try:
-                arrays.append(decode_image(p, size=self.prep["source_size"]).array)
+                dec = decode_image(p, size=self.prep["source_size"])
+                arrays.append(dec.array)
+                sizes.append(dec.orig_size)
                 ok.append(display_name(p))
             except ImageError as exc:
                 errors.append({"path": display_name(p), "error": str(exc)})
         if not arrays:
-            return pd.DataFrame(columns=["path", "prob_fake", "label"]), errors
-        probs = self.prob_fake(np.stack(arrays))
+            return pd.DataFrame(columns=COLUMNS), errors
+        images = np.stack(arrays)
+        probs = self.prob_fake(images)
         labels = np.where(probs >= self.threshold, "FAKE", "REAL")
-        return pd.DataFrame({"path": ok, "prob_fake": probs.round(6), "label": labels}), errors
+        dom = self.in_domain(images, sizes)
+        return pd.DataFrame({"path": ok, "prob_fake": probs.round(6), "label": labels,
+                             "in_domain": dom["in_domain"].to_numpy(), "domain_score": dom["domain_score"].round(3).to_numpy(),
+                             "domain_note": dom["domain_note"].to_numpy()}), errors
 
 
 def check_output(path: str | os.PathLike) -> Path:
@@ -112,9 +131,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no readable image among {len(files) + len(missing)} path(s)", file=sys.stderr)
         return 1
     status = 1 if skipped else 0
+    outside = int((~table["in_domain"].astype(bool)).sum())
+    if outside:
+        print(f"warning: {outside} of {len(table)} images are out of domain for this model ({predictor.domain.describe()}): "
+              "its verdicts on them are not backed by its training data", file=sys.stderr)
     if out is None:
         for r in table.itertuples():
-            print(f"{r.label}\tprob_fake={r.prob_fake:.4f}\t{r.path}")
+            note = "" if r.in_domain else f"\tOUT OF DOMAIN: {r.domain_note}"
+            print(f"{r.label}\tprob_fake={r.prob_fake:.4f}\t{r.path}{note}")
         return status
     try:
         write_output(out, table, args.model, skipped)

@@ -33,7 +33,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from aidetect_utils import pipeline  # noqa: E402
+from aidetect_utils import params  # noqa: E402
 
 R = ROOT / "results" / "gpu" / "rehearsal"
 OUT = ROOT / "results" / "gpu" / "rehearsal.csv"
@@ -103,8 +103,8 @@ def row_for(pass_: str, nb: str, run: dict, profiles: dict, counts: dict) -> dic
                train_s=m.get("train_seconds"),
                peak_allocated_gib=m.get("gpu_peak_allocated_gib"), peak_reserved_gib=m.get("gpu_peak_reserved_gib"),
                memory_cap_gib=m.get("gpu_memory_cap_gib"))
-    full = pipeline.parameters_for(profiles, "full", name)
-    reh = pipeline.parameters_for(profiles, "rehearsal", name)
+    full = params.load("full", name).as_dict()
+    reh = params.load("rehearsal", name).as_dict()
     ips = m.get("inference_images_per_second") or 0
     extra_full = 0.0
     if nb in ("05", "06"):
@@ -139,7 +139,7 @@ def main() -> int:
     if not runs_file.exists():
         print(f"no {runs_file}: run benchmarks/gpu_rehearsal.sh first", file=sys.stderr)
         return 1
-    profiles = pipeline.load_profiles()
+    profiles = params.load_profiles()
     counts = _rehearsal_counts()
     latest = {}
     for run in csv.DictReader(runs_file.open()):
@@ -151,7 +151,7 @@ def main() -> int:
             rows.append(row_for(pass_, nb, run, profiles, counts))
     for row in rows:
         if row["notebook"].startswith("07") and row["pass"] == "main" and str(row["status"]) == "0":
-            f, r = (pipeline.parameters_for(profiles, p, row["notebook"])["robustness_n"] for p in ("full", "rehearsal"))
+            f, r = (params.load(p, row["notebook"]).robustness_n for p in ("full", "rehearsal"))
             row["full_wall_s_extrapolated"] = round(row["wall_s"] * f / r)
             row["note"] = "scaled by robustness_n only"
         if row["pass"] == "capped15" and str(row["status"]) != "0":

@@ -40,11 +40,11 @@ def _bytes(img: Image.Image, fmt: str, **kw) -> bytes:
 def _exif_rotated() -> bytes:
     exif = Image.Exif()
     exif[0x0112] = 6
-    return _bytes(Image.new("RGB", (8, 4), (200, 10, 10)), "JPEG", exif=exif.tobytes())
+    return _bytes(Image.new("RGB", (32, 24), (200, 10, 10)), "JPEG", exif=exif.tobytes())
 
 
 def _palette() -> bytes:
-    pal = Image.new("P", (3, 3), 0)
+    pal = Image.new("P", (32, 32), 0)
     pal.putpalette([10, 20, 30] + [0] * 765)
     return _bytes(pal, "PNG")
 
@@ -85,8 +85,8 @@ FILE_FAULTS = {   # name -> (bytes maker, expected skip message; None: decoded, 
     "gray.png": (lambda g: _bytes(Image.new("L", (32, 32), 77), "PNG"), None),
     "rgba.png": (lambda g: _bytes(Image.new("RGBA", (40, 30), (0, 255, 0, 128)), "PNG"), None),
     "palette.png": (lambda g: _palette(), None),
-    "cmyk.jpg": (lambda g: _bytes(Image.new("CMYK", (16, 16), (0, 0, 0, 0)), "JPEG"), None),
-    "deep16.png": (lambda g: _bytes(Image.fromarray(np.full((20, 20), 40000, np.uint16)), "PNG"), None),
+    "cmyk.jpg": (lambda g: _bytes(Image.new("CMYK", (32, 32), (0, 0, 0, 0)), "JPEG"), None),
+    "deep16.png": (lambda g: _bytes(Image.fromarray(np.full((32, 32), 40000, np.uint16)), "PNG"), None),
     "exif.jpg": (lambda g: _exif_rotated(), None),
 }
 
@@ -191,7 +191,7 @@ def test_predictions_survive_an_output_that_fails_while_writing(model_folder, go
     rescue = Path(err.split("were saved to ")[1].split(" instead")[0])
     try:
         rows = rescue.read_text().splitlines()
-        assert rows[0] == "path,prob_fake,label" and rows[1].startswith(str(tmp_path / "good.jpg"))
+        assert rows[0] == "path,prob_fake,label,in_domain,domain_score,domain_note" and rows[1].startswith(str(tmp_path / "good.jpg"))
     finally:
         rescue.unlink()
 
@@ -429,13 +429,15 @@ def test_a_kill_inside_the_checkpoint_swap_never_restarts_the_run(dies_at, last_
 def _series(tmp_path: Path, body: str) -> Path:
     d = tmp_path / "notebooks"
     d.mkdir()
-    params = nbformat.v4.new_code_cell("profile = 'smoke'\nlr = 0.01")
+    params = nbformat.v4.new_code_cell("profile = 'smoke'\noverrides = {}")
     params.metadata["tags"] = ["parameters"]
     nb = nbformat.v4.new_notebook()
-    nb.cells = [params, nbformat.v4.new_code_cell(body)]
+    nb.cells = [params, nbformat.v4.new_code_cell("from aidetect_utils import params\n"
+                                                  "P = params.load(profile, '00_train', overrides)"),
+                nbformat.v4.new_code_cell(body)]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, d / "00_train.ipynb")
-    (d / "profiles.yaml").write_text(yaml.safe_dump({"smoke": {"all": {}}}))
+    (d / "profiles.yaml").write_text(yaml.safe_dump({"defaults": {"00_train": {"lr": 0.01}}, "smoke": {}}))
     return d
 
 
@@ -444,7 +446,7 @@ def test_the_console_says_trained_reloaded_or_retrained_per_phase(tmp_path, caps
 import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})
 from test_faults import _fit, _net
 m = _net()
-_fit(m, {str(tmp_path / 'runs' / 'phase1')!r}, lr=lr)
+_fit(m, {str(tmp_path / 'runs' / 'phase1')!r}, lr=P.lr)
 _fit(m, {str(tmp_path / 'runs' / 'phase2')!r}, lr=1e-3)
 """
     d = _series(tmp_path, body)
@@ -468,7 +470,7 @@ def test_a_killed_kernel_is_one_failed_line(tmp_path, capsys, monkeypatch):
     code = pipeline.main(["--only", "00"])
     err = capsys.readouterr().err
     assert code == 1 and "Traceback" not in err and len(err.strip().splitlines()) == 1
-    assert err.startswith("[pipeline] FAILED: 00_train.ipynb failed in cell In [4] `import os, signal`: "
+    assert err.startswith("[pipeline] FAILED: 00_train.ipynb failed in cell In [5] `import os, signal`: "
                           "DeadKernelError: the kernel died (killed, or out of memory)")
 
 

@@ -1,11 +1,10 @@
 """The papermill runner: profile parameters reach the notebook; a failure names notebook and cell."""
-import json
 
 import nbformat
 import pytest
 import yaml
 
-from aidetect_utils import pipeline
+from aidetect_utils import params, pipeline
 
 
 def _nb(path, cells):
@@ -17,22 +16,34 @@ def _nb(path, cells):
 
 @pytest.fixture()
 def series(tmp_path):
+    """A two-notebook project: 00 reads its parameters through params.load, 01 fails."""
     d = tmp_path / "notebooks"
     d.mkdir()
-    params = nbformat.v4.new_code_cell("profile = 'smoke'\nsize = 1")
-    params.metadata["tags"] = ["parameters"]
-    _nb(d / "00_a.ipynb", [params, nbformat.v4.new_code_cell("print('size', size * 2, profile)")])
+    cell = nbformat.v4.new_code_cell("profile = 'smoke'\noverrides = {}")
+    cell.metadata["tags"] = ["parameters"]
+    _nb(d / "00_a.ipynb", [cell, nbformat.v4.new_code_cell(
+        "from aidetect_utils import params\nP = params.load(profile, '00_a', overrides)\n"
+        "print('size', P.size * 2, profile)")])
     _nb(d / "01_b.ipynb", [nbformat.v4.new_code_cell("x = 1"), nbformat.v4.new_code_cell("1 / 0")])
-    (d / "profiles.yaml").write_text(yaml.safe_dump({"smoke": {"all": {"size": 5}},
-                                                     "big": {"00_a": {"size": 50}}}))
+    (d / "profiles.yaml").write_text(yaml.safe_dump({
+        "defaults": {"00_a": {"size": 1}, "01_b": {"k": 0}},
+        "smoke": {"all": {}}, "big": {"00_a": {"size": 50}}, "bigger": {"extends": "big", "01_b": {"k": 2}}}))
     return d
 
 
-def test_parameters_for():
-    prof = {"smoke": {"all": {"seed": 1, "n": 2}, "00_data": {"n": 3}}}
-    assert pipeline.parameters_for(prof, "smoke", "00_data.ipynb") == {"seed": 1, "n": 3, "profile": "smoke"}
-    with pytest.raises(ValueError, match="unknown profile"):
-        pipeline.parameters_for(prof, "gpu", "00_data.ipynb")
+def test_profile_values_and_parameters(series):
+    prof = params.load_profiles(series / "profiles.yaml")
+    assert params.profile_values(prof, "bigger", "00_a.ipynb") == {"size": 50}
+    assert params.profile_values(prof, "bigger", "01_b") == {"k": 2}
+    P = params.load("big", "00_a", {}, path=series / "profiles.yaml")
+    assert P.size == 50 and P.profile == "big" and P.rows() == [("size", 50, "profile")]
+    assert params.load("big", "00_a", {"size": 3}, path=series / "profiles.yaml").size == 3
+    with pytest.raises(ValueError, match="unknown profile 'gpu'; choose from"):
+        params.load("gpu", "00_a", path=series / "profiles.yaml")
+    with pytest.raises(ValueError, match="'sise' is not a parameter of this notebook"):
+        params.load("big", "00_a", {"sise": 3}, path=series / "profiles.yaml")
+    with pytest.raises(AttributeError, match="read-only"):
+        P.size = 4
 
 
 def test_runs_with_profile_parameters(series, tmp_path):
@@ -41,6 +52,9 @@ def test_runs_with_profile_parameters(series, tmp_path):
     out = nbformat.read(tmp_path / "out" / "00_a.ipynb", 4)
     printed = "".join(o.get("text", "") for c in out.cells for o in c.get("outputs", []))
     assert "size 100 big" in printed
+    # papermill injected the profile and the overrides, and nothing else
+    injected = next(c for c in out.cells if "injected-parameters" in c.metadata.get("tags", []))
+    assert injected.source.splitlines()[1:] == ['profile = "big"', "overrides = {}"]
 
 
 def test_command_line_parameters_override_the_profile(series, tmp_path, monkeypatch):
@@ -51,6 +65,10 @@ def test_command_line_parameters_override_the_profile(series, tmp_path, monkeypa
     out = nbformat.read(recs[0]["output"], 4)
     printed = "".join(o.get("text", "") for c in out.cells for o in c.get("outputs", []))
     assert "size 14 big" in printed          # 7, not the profile's 50
+    # a name no selected notebook has stops the run before anything starts
+    with pytest.raises(ValueError, match="-p tag: not a parameter of 00_a"):
+        pipeline.run("big", only=["00"], notebooks_dir=series, out_dir=tmp_path / "out2", overrides={"tag": 1})
+    assert not (tmp_path / "out2" / "00_a.ipynb").exists()
     # the command line reaches run() with the value read as YAML
     seen = {}
     monkeypatch.setattr(pipeline, "run", lambda *a, **k: seen.update(k) or [])
@@ -73,15 +91,10 @@ def test_unknown_only_is_an_error(series):
         pipeline.select(sorted(series.glob("*.ipynb")), ["99"])
 
 
-def test_repository_profiles_cover_every_notebook():
-    from aidetect_utils.paths import project_root
-    root = project_root()
-    prof = pipeline.load_profiles(root / "notebooks" / "profiles.yaml")
-    assert {"smoke", "cpu", "full"} <= set(prof)
-    for nb in sorted((root / "notebooks").glob("[0-9][0-9]_*.ipynb")):
-        params_cell = next(c for c in nbformat.read(nb, 4).cells if "parameters" in c.metadata.get("tags", []))
-        names = {line.split("=")[0].strip() for line in params_cell.source.splitlines()
-                 if "=" in line and not line.lstrip().startswith("#")}
-        for name in prof:
-            extra = set(pipeline.parameters_for(prof, name, nb.name)) - names
-            assert not extra, f"{name} profile sets {extra} that {nb.name} has no parameter for"
+def test_repository_profiles_are_parameters_of_their_notebooks():
+    """Every profile loads for every notebook: no value that is not a parameter (params.load raises)."""
+    prof = params.load_profiles()
+    assert {"smoke", "cpu", "full", "gpu", "rehearsal"} <= set(params.profile_names(prof))
+    for nb in sorted((params.profiles_file().parent).glob("[0-9][0-9]_*.ipynb")):
+        for name in params.profile_names(prof):
+            assert params.load(name, nb.stem).profile == name

@@ -76,7 +76,7 @@ def test_cli_mixed_inputs(model_dir, cifake_members, tmp_path, capsys):
     assert "skipped:" in err and "Traceback" not in err
     csv = tmp_path / "p.csv"
     assert predict.main(["--model", str(folder), str(d / "real.jpg"), "--output", str(csv)]) == 0
-    assert csv.read_text().splitlines()[0] == "path,prob_fake,label"
+    assert csv.read_text().splitlines()[0] == "path,prob_fake,label,in_domain,domain_score,domain_note"
 
 
 def test_cli_exit_codes(model_dir, tmp_path, capsys):

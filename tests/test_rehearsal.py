@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from aidetect_utils import artifacts, gpu, models, pipeline, rehearsal, sidset, vlm
+from aidetect_utils import artifacts, gpu, models, params, rehearsal, sidset, vlm
 from aidetect_utils.paths import local_or_hub
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,36 +29,35 @@ def tiny(tmp_path_factory) -> Path:
 # ------------------------------------------------------------------------------ profiles
 @pytest.mark.parametrize("profile", ["full", "rehearsal", "gpu"])
 def test_every_notebook_accepts_the_profile_parameters(profile):
+    """The notebooks take only ``profile`` and ``overrides`` from papermill and read the rest
+    with params.load, which refuses a value that is not one of the notebook's parameters."""
     import papermill as pm
-    profiles = pipeline.load_profiles()
     for nb in NOTEBOOKS:
-        accepted = {p["name"] for p in pm.inspect_notebook(str(nb)).values()}
-        given = set(pipeline.parameters_for(profiles, profile, nb.name))
-        assert given <= accepted, f"{nb.name} has no parameter(s) {sorted(given - accepted)} ({profile})"
+        assert {p["name"] for p in pm.inspect_notebook(str(nb)).values()} == {"profile", "overrides"}
+        assert params.load(profile, nb.stem).profile == profile
 
 
 def test_rehearsal_keeps_the_full_recipes_and_points_at_local_folders():
-    profiles = pipeline.load_profiles()
     may_differ = {"profile", "checkpoint", "pretrained", "compare_n", "n_train", "n_val", "n_test", "model_name",
                   "sid_set_path", "backend", "load_in_4bit", "optim", "logging_steps", "robustness_n",
                   "calibration_n", "n_boot"}
     for nb in NOTEBOOKS:
-        full = pipeline.parameters_for(profiles, "full", nb.name)
-        reh = pipeline.parameters_for(profiles, "rehearsal", nb.name)
+        full = params.load("full", nb.stem).as_dict()
+        reh = params.load("rehearsal", nb.stem).as_dict()
         changed = {k for k in full.keys() | reh.keys() if full.get(k) != reh.get(k)}
         assert changed <= may_differ, f"{nb.name}: rehearsal changes the recipe's {sorted(changed - may_differ)}"
         for key in ("checkpoint", "model_name", "sid_set_path"):
             if key in reh:
                 assert reh[key].startswith("data/rehearsal/"), (nb.name, key, reh[key])
-    q = pipeline.parameters_for(profiles, "rehearsal", "05_qwen_vl_method1_sft.ipynb")
+    q = params.load("rehearsal", "05_qwen_vl_method1_sft").as_dict()
     assert (q["image_size"], q["batch_size"], q["grad_accum"], q["lr"]) == (512, 2, 4, 2e-4)
-    assert pipeline.parameters_for(profiles, "rehearsal", "04_efficientnet_two_phase.ipynb")["pretrained"] == \
+    assert params.load("rehearsal", "04_efficientnet_two_phase").pretrained == \
         "local:data/rehearsal/" + rehearsal.CHECKPOINTS["efficientnet"]
     # every local path the profile names is one the rehearsal command writes
     written = {"data/rehearsal/" + v for v in rehearsal.CHECKPOINTS.values()} | \
               {"data/rehearsal/" + rehearsal.SID_SET_DIR}
     named = {v.removeprefix("local:") for nb in NOTEBOOKS
-             for v in pipeline.parameters_for(profiles, "rehearsal", nb.name).values()
+             for v in params.load("rehearsal", nb.stem).as_dict().values()
              if isinstance(v, str) and "data/rehearsal" in v}
     assert named <= written and len(named) == 6
 
@@ -67,10 +66,10 @@ def test_extends_order_and_cycles():
     prof = {"base": {"all": {"a": 1, "b": 1}, "01_x": {"b": 2, "c": 2}},
             "child": {"extends": "base", "all": {"a": 9}, "01_x": {"c": 3}},
             "loop1": {"extends": "loop2"}, "loop2": {"extends": "loop1"}}
-    assert pipeline.parameters_for(prof, "child", "01_x.ipynb") == {"a": 9, "b": 2, "c": 3, "profile": "child"}
-    assert pipeline.parameters_for(prof, "child", "02_y.ipynb") == {"a": 9, "b": 1, "profile": "child"}
+    assert params.profile_values(prof, "child", "01_x.ipynb") == {"a": 9, "b": 2, "c": 3}
+    assert params.profile_values(prof, "child", "02_y.ipynb") == {"a": 9, "b": 1}
     with pytest.raises(ValueError, match="cycle"):
-        pipeline.parameters_for(prof, "loop1", "01_x.ipynb")
+        params.profile_values(prof, "loop1", "01_x.ipynb")
 
 
 # ------------------------------------------------------------------------------ published sizes

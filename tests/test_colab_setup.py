@@ -1,0 +1,64 @@
+"""The notebooks' setup cell, run as Colab runs it: in a folder outside any clone, with a fresh
+Python environment that already has torch (as Colab does) but not this package. A local bare
+git repository of this commit stands in for GitHub (no network); pip builds and installs the
+package from the clone, and must not replace the torch that is there."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+from aidetect_utils import publish
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _fresh_env_with_torch(where: Path) -> Path:
+    """A new virtual environment that sees this one's packages (torch...) but not aidetect_utils."""
+    subprocess.run([sys.executable, "-m", "venv", str(where)], check=True)
+    py = where / "bin" / "python"
+    site = Path(subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                               check=True, capture_output=True, text=True).stdout.strip())
+    # this environment's packages, added as a path: its .pth files (the editable aidetect_utils) are not run
+    (site / "borrowed.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    return py
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_setup_cell_clones_and_installs_outside_a_clone(tmp_path):
+    if subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True).returncode:
+        pytest.skip("not a git checkout")
+    remote = tmp_path / "remote.git"
+    subprocess.run(["git", "clone", "-q", "--bare", str(ROOT), str(remote)], check=True)
+    content = tmp_path / "content"                    # Colab's working folder
+    content.mkdir()
+    py = _fresh_env_with_torch(tmp_path / "env")
+    assert subprocess.run([str(py), "-c", "import aidetect_utils"], cwd=content).returncode != 0
+    torch_before = subprocess.run([str(py), "-c", "import torch; print(torch.__file__, torch.__version__)"],
+                                  check=True, capture_output=True, text=True).stdout
+    nb = json.loads((ROOT / "notebooks" / "04_efficientnet_two_phase.ipynb").read_text())
+    setup = next("".join(c["source"]) for c in nb["cells"] if publish.SETUP_TAG in c["metadata"].get("tags", []))
+    after = ("\nimport aidetect_utils, torch\nfrom aidetect_utils.paths import project_root\n"
+             "print('PKG', aidetect_utils.__file__)\nprint('ROOT', project_root())\n"
+             "print('CWD', Path.cwd())\nprint('TORCH', torch.__file__, torch.__version__)\n")
+    env = {**os.environ, "AIDETECT_REPO_URL": f"file://{remote}", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    env.pop("AIDETECT_ROOT", None)
+    res = subprocess.run([str(py), "-c", setup + after], cwd=content, env=env, capture_output=True, text=True,
+                         timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = dict(line.split(" ", 1) for line in res.stdout.splitlines() if line.split(" ", 1)[0] in
+               ("PKG", "ROOT", "CWD", "TORCH"))
+    clone = content / publish.repository_url(ROOT).rsplit("/", 1)[1]
+    assert out["PKG"].startswith(str(clone / "aidetect_utils"))          # the cloned package is the one imported
+    assert out["ROOT"] == str(clone) and out["CWD"] == str(clone / "notebooks")
+    assert "torch " in res.stdout and ("GPU:" in res.stdout or "no GPU:" in res.stdout)
+    assert "TORCH " + torch_before.strip() == "TORCH " + out["TORCH"].strip()   # the same torch as before
+    # run again (a second "Run all"): nothing is cloned or installed twice
+    res2 = subprocess.run([str(py), "-c", setup + after], cwd=content, env=env, capture_output=True, text=True)
+    assert res2.returncode == 0 and "Cloning" not in res2.stderr
