@@ -10,7 +10,9 @@ Grad-CAM overlay where the model is a CNN or a ViT. Unreadable, oversized or mal
 a one-line message on the page; the server keeps serving.
 
 The page says what each model was trained on and how accurate it was on its test split (read
-from the model folder), so a 32x32 CIFAKE detector is not mistaken for a universal one.
+from the model folder), so a 32x32 CIFAKE detector is not mistaken for a universal one; and beside
+each verdict, the model folder's domain check (``domain``) warns when the image does not
+resemble the model's training data, with the reason (its size, or how it was encoded).
 
 From a notebook: ``demo = build_app(load_detectors([...]), make_examples())``, then
 ``demo.launch(server_name="127.0.0.1", css=CSS, prevent_thread_lock=True)``.
@@ -90,6 +92,8 @@ class Verdict:
     label: str
     std: float | None = None
     cam_png: str | None = None
+    in_domain: bool = True
+    domain_note: str = ""
 
 
 @dataclass
@@ -119,9 +123,10 @@ def _overlay(arr: np.ndarray, cam: np.ndarray) -> np.ndarray:
     return (0.55 * arr + 0.45 * colored).clip(0, 255).astype(np.uint8)
 
 
-def _score(det: Detector, arr: np.ndarray) -> Verdict:
-    """One model on one image: the MC-dropout mean and spread where the model has a dropout head
-    on frozen features (else one deterministic pass), and the Grad-CAM overlay where supported."""
+def _score(det: Detector, arr: np.ndarray, size: tuple[int, int]) -> Verdict:
+    """One model on one image (decoded at the model's ``source_size`` from a file of ``size``): the
+    MC-dropout mean and spread where the model has a dropout head on frozen features (else one
+    deterministic pass), the Grad-CAM overlay where supported, and the domain check."""
     pred = det.predictor
     std = cam = None
     x = pred.transform(torch.from_numpy(arr).permute(2, 0, 1))[None].to(pred.device)
@@ -136,7 +141,9 @@ def _score(det: Detector, arr: np.ndarray) -> Verdict:
     if det.gradcam:
         from .explain import explain_maps
         cam = _png_b64(_overlay(arr, explain_maps(pred.model, x)[0]))
-    return Verdict(det.name, p, CLASS_NAMES[int(p >= pred.threshold)], std, cam)
+    dom = pred.in_domain(arr[None], [size]).iloc[0]
+    return Verdict(det.name, p, CLASS_NAMES[int(p >= pred.threshold)], std, cam,
+                   bool(dom["in_domain"]), str(dom["domain_note"]))
 
 
 def analyse(paths: list[str | Path], detectors: list[Detector], max_bytes: int = MAX_FILE_MB * 2 ** 20) -> list[Result]:
@@ -160,7 +167,7 @@ def analyse(paths: list[str | Path], detectors: list[Detector], max_bytes: int =
                 res.notes.append(f"the models were trained on {src}x{src} images: they judge this "
                                  f"{w}x{h} image downscaled to {src}x{src}")
             res.thumb_png = _png_b64(decoded.array)
-            res.verdicts = [_score(d, decoded.array) for d in detectors]
+            res.verdicts = [_score(d, decoded.array, (w, h)) for d in detectors]
         except ImageError as exc:
             res.error = str(exc)
         except Exception as exc:  # noqa: BLE001 - the page must keep working; details go to the server log
@@ -177,6 +184,7 @@ CSS = """
 .bar > div {height:100%}
 .err {color:#b00020; font-weight:600}
 .note {color:#555; font-size:90%}
+.ood {color:#8a5300; background:#fff4e0; border-radius:4px; padding:1px 6px; font-size:90%}
 """
 
 
@@ -196,9 +204,13 @@ def render(results: list[Result]) -> str:
             unc = f" ± {v.std:.3f} (MC dropout, {MC_SAMPLES} passes)" if v.std is not None else ""
             cam = (f'<img src="data:image/png;base64,{v.cam_png}" width="64" title="Grad-CAM for FAKE">'
                    if v.cam_png else "")
+            ood = ("" if v.in_domain else
+                   f'<div class="ood" title="this model\'s domain check">&#9888; out of domain for this model: '
+                   f'{html.escape(v.domain_note)}; its verdict is not backed by its training data</div>')
             rows.append(f'<tr><td><b>{html.escape(v.model)}</b></td><td class="verdict" style="color:{color}">'
                         f'<b>{v.label}</b></td><td><span class="bar"><div style="width:{100 * v.prob_fake:.1f}%;'
-                        f'background:{color}"></div></span> P(FAKE) = {v.prob_fake:.3f}{unc}</td><td>{cam}</td></tr>')
+                        f'background:{color}"></div></span> P(FAKE) = {v.prob_fake:.3f}{unc}{ood}</td>'
+                        f'<td>{cam}</td></tr>')
         notes = "".join(f'<div class="note">{html.escape(n)}</div>' for n in r.notes)
         parts.append(f'<div class="verdict-card"><img src="data:image/png;base64,{r.thumb_png}" width="96" height="96">'
                      f'<div><div><b>{name}</b></div>{notes}<table>{"".join(rows)}</table></div></div>')

@@ -115,7 +115,7 @@ def hooked_features(model: nn.Module, layer: str, images: np.ndarray, transform,
     out: list[torch.Tensor] = []
 
     def hook(_module, _inputs, o):
-        o = (o[0] if isinstance(o, (tuple, list)) else o).float()
+        o = (o[0] if isinstance(o, (tuple, list)) or hasattr(o, "to_tuple") else o).float()   # a ModelOutput too
         out.append((o.flatten(2).mean(-1) if o.ndim == 4 else o[:, 0] if o.ndim == 3 else o.reshape(len(o), -1)).cpu())
 
     handle = model.get_submodule(layer).register_forward_hook(hook)
@@ -178,7 +178,7 @@ class DomainCheck:
     @property
     def has_score(self) -> bool:
         """False for a resolution-only check (a model folder saved before checks were fitted)."""
-        return "input.mean" in self.arrays and self.threshold is not None
+        return "input.mean" in self.arrays and bool(self.z)
 
     def score(self, model, transform, images: np.ndarray) -> pd.DataFrame:
         """Per image at the training resolution: ``domain_score`` (higher: less like training),
@@ -214,6 +214,8 @@ class DomainCheck:
     def describe(self) -> str:
         if not self.has_score:
             return f"in domain: sides within {self.max_scale:g}x of {self.source_size} px (no score fitted)"
+        if self.threshold is None:
+            return "a domain check being fitted"
         what = "input statistics" + (f" + {self.weight:g} x kNN on {self.layer!r} features" if self.layer else "")
         return (f"in domain: sides within {self.max_scale:g}x of {self.source_size} px, and {what} under "
                 f"{self.threshold:.2f} (the {self.quantile:.0%} quantile of validation images)")
@@ -268,4 +270,6 @@ def fit(model: nn.Module, transform, train_images: np.ndarray, val_images: np.nd
     check.z = {"input_mu": float(s_in.mean()), "input_sd": float(s_in.std() + 1e-12),
                "knn_mu": float(s_knn.mean()), "knn_sd": float(s_knn.std() + 1e-12)}
     check.threshold = float(np.quantile(check.score(model, transform, thr)["domain_score"], quantile))
+    if not np.isfinite(check.threshold):
+        raise ValueError("the domain check's threshold is not finite (too few or degenerate validation images)")
     return check

@@ -359,3 +359,138 @@ def group_accuracy(per_image: pd.DataFrame) -> pd.DataFrame:
     g = per_image.assign(correct=(per_image["prob_fake"] >= 0.5).astype(int) == per_image["label"],
                          row=per_image["label"].map({0: "REAL", 1: "FAKE"}) + " · " + per_image["group"])
     return g.pivot_table(index="row", columns="method", values="correct", aggfunc="mean", sort=False)
+
+
+# ------------------------------------------------------------------------------ robustness, read off
+#: the settings notebook 07's compact robustness table shows: name -> (corruption, strength)
+KEY_SETTINGS = {"clean": ("clean", 0.0), "JPEG q30": ("jpeg", 30.0), "resize x0.5": ("resize", 0.5),
+                "blur σ=1": ("blur", 1.0), "noise 16": ("noise", 16.0)}
+
+
+def robustness_table(rob: pd.DataFrame, settings: dict | None = None, metric: str = "accuracy") -> pd.DataFrame:
+    """``metric`` of every method (rows, in :func:`robustness`'s order) at a few named settings
+    (columns, :data:`KEY_SETTINGS` by default); NaN where a setting was not run."""
+    settings = KEY_SETTINGS if settings is None else settings
+    methods = list(dict.fromkeys(rob["method"]))
+    cols = {}
+    for name, (kind, strength) in settings.items():
+        sel = rob[(rob["corruption"] == kind) & np.isclose(rob["strength"].astype(float), float(strength))]
+        cols[name] = sel.drop_duplicates("method").set_index("method")[metric].reindex(methods)
+    return pd.DataFrame(cols, index=pd.Index(methods, name="method"))
+
+
+def chance_ceiling(n: int, chance: float = 0.5, z: float = 1.96) -> float:
+    """The highest accuracy on ``n`` images still consistent with guessing at rate ``chance``:
+    ``chance + z * sqrt(chance * (1 - chance) / n)`` (the upper end of a normal 95% interval)."""
+    return float(chance + z * np.sqrt(chance * (1 - chance) / max(1, n)))
+
+
+def robustness_verdicts(rob: pd.DataFrame, n_images: int, chance: float = 0.5, tolerance: float = 0.05) -> pd.DataFrame:
+    """One verdict per (method, corruption), read off :func:`robustness`'s numbers: the clean
+    accuracy, the worst accuracy over the corruption's strengths (and at which), the drop, and
+
+    - "at chance already" when even the clean accuracy is within :func:`chance_ceiling`,
+    - "falls to chance" when the worst accuracy is,
+    - "drops N points" when the drop exceeds ``tolerance``,
+    - "holds" otherwise (a drop of at most ``tolerance``).
+
+    ``chance``: the accuracy of guessing (the share of the more common label on these images)."""
+    ceiling = chance_ceiling(n_images, chance)
+    clean = rob[rob["corruption"] == "clean"].drop_duplicates("method").set_index("method")["accuracy"]
+    rows = []
+    for (name, kind), g in rob[rob["corruption"] != "clean"].groupby(["method", "corruption"], sort=False):
+        at = g.loc[g["accuracy"].idxmin()]
+        c, worst = float(clean[name]), float(at["accuracy"])
+        drop = c - worst
+        if c <= ceiling:
+            verdict = "at chance already"
+        elif worst <= ceiling:
+            verdict = "falls to chance"
+        elif drop > tolerance:
+            verdict = f"drops {100 * drop:.0f} points"
+        else:
+            verdict = "holds"
+        rows.append({"method": name, "corruption": kind, "clean": c, "worst": worst,
+                     "worst_at": float(at["strength"]), "drop": drop, "chance_ceiling": ceiling, "verdict": verdict})
+    return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------ the domain check, measured
+def decode_files(files: list, size: int) -> tuple[np.ndarray, list[tuple[int, int]], list[str]]:
+    """Image files decoded at ``size`` x ``size`` as the predict command decodes them: the
+    (N, size, size, 3) uint8 array, each file's original (width, height), and the names of the
+    files that decoded (unreadable ones are left out)."""
+    from .images import ImageError, decode_image, display_name
+    arrays, sizes, names = [], [], []
+    for f in files:
+        try:
+            dec = decode_image(f, size=size)
+        except ImageError:
+            continue
+        arrays.append(dec.array)
+        sizes.append(dec.orig_size)
+        names.append(display_name(f))
+    return (np.stack(arrays) if arrays else np.zeros((0, size, size, 3), np.uint8)), sizes, names
+
+
+def domain_scores(predictors: dict, sets: dict) -> pd.DataFrame:
+    """The domain check of every predictor that has a fitted score (``Predictor.domain.has_score``)
+    on every named set of images, one row per (method, set, image).
+
+    ``sets``: name -> an (N, S, S, 3) uint8 array already at the models' source size S (its
+    images count as S x S files), or a list of files, decoded once per source size by
+    :func:`decode_files`, whose original sizes feed the resolution check. Columns:
+    ``domain_score``, ``input_z``, ``features_z`` (NaN for a check without a feature part),
+    ``score_in_domain`` (the score alone under the threshold), ``in_domain`` (score and
+    resolution), ``threshold``."""
+    decoded: dict = {}
+    frames = []
+    for name, pred in predictors.items():
+        check = pred.domain
+        if check is None or not check.has_score:
+            continue
+        size = int(pred.prep["source_size"])
+        for set_name, src in sets.items():
+            if isinstance(src, np.ndarray):
+                if src.shape[1:3] != (size, size):
+                    raise ValueError(f"{set_name}: images are {src.shape[2]}x{src.shape[1]}, {name} expects {size}x{size}")
+                images, sizes = src, [(size, size)] * len(src)
+            else:
+                if (set_name, size) not in decoded:
+                    decoded[set_name, size] = decode_files(list(src), size)
+                images, sizes, _ = decoded[set_name, size]
+            if not len(images):
+                continue
+            f = pred.in_domain(images, sizes)
+            if not check.layer:
+                f["features_z"] = np.nan
+            frames.append(f.assign(method=name, set=set_name, image=np.arange(len(f)), threshold=check.threshold))
+    cols = ["method", "set", "image", "domain_score", "input_z", "features_z", "score_in_domain", "in_domain", "threshold"]
+    return pd.concat(frames, ignore_index=True)[cols] if frames else pd.DataFrame(columns=cols)
+
+
+def _auc_or_nan(y: np.ndarray, s: np.ndarray) -> float:
+    ok = np.isfinite(s)
+    return _auc(y[ok], s[ok]) if ok.all() and len(s) else float("nan")
+
+
+def domain_summary(scores: pd.DataFrame, reference: str) -> pd.DataFrame:
+    """Per method and per set other than ``reference`` (the in-domain images, e.g. the CIFAKE test
+    split): the number of images of each, the share of each flagged out of domain (the set with
+    and without the resolution check), and how well each score separates the set (positive) from
+    the reference: ROC AUC of ``domain_score``, ``input_z`` and ``features_z``."""
+    rows = []
+    for method, g in scores.groupby("method", sort=False):
+        ref = g[g["set"] == reference]
+        for set_name, o in g[g["set"] != reference].groupby("set", sort=False):
+            y = np.r_[np.zeros(len(ref), int), np.ones(len(o), int)]
+            row = {"method": method, "set": set_name, "n_reference": len(ref), "n_set": len(o),
+                   "threshold": float(g["threshold"].iloc[0]),
+                   "flagged_reference": float((~ref["in_domain"].astype(bool)).mean()) if len(ref) else float("nan"),
+                   "flagged_set": float((~o["in_domain"].astype(bool)).mean()),
+                   "flagged_set_score_only": float((~o["score_in_domain"].astype(bool)).mean())}
+            for col, key in (("domain_score", "auc_score"), ("input_z", "auc_input"), ("features_z", "auc_features")):
+                s = np.r_[ref[col].to_numpy(float), o[col].to_numpy(float)]
+                row[key] = _auc_or_nan(y, s) if len(ref) else float("nan")
+            rows.append(row)
+    return pd.DataFrame(rows)

@@ -269,3 +269,20 @@ def coverage_curves(curves: dict[str, pd.DataFrame], title: str = "", save=None)
     ax.legend(fontsize=7)
     fig.tight_layout()
     return _save(fig, save)
+
+
+def domain_histogram(scores: dict[str, np.ndarray], threshold: float, title: str = "", bins: int = 30, save=None):
+    """Histograms of domain scores, one per named set of images (e.g. the CIFAKE test split and
+    realworld100), on shared bins, with the check's threshold as a vertical line: scores to its
+    right are flagged out of domain."""
+    fig, ax = plt.subplots(figsize=(6.8, 3.6))
+    finite = [np.asarray(s, float)[np.isfinite(s)] for s in scores.values()]
+    values = np.concatenate(finite + [np.array([threshold], float)])
+    edges = np.histogram_bin_edges(values, bins=bins)
+    for (name, _), s in zip(scores.items(), finite):
+        ax.hist(s, bins=edges, alpha=0.55, density=True, label=f"{name} ({len(s)})")
+    ax.axvline(threshold, c="k", ls="--", lw=1.2, label=f"threshold {threshold:.2f}")
+    ax.set(xlabel="domain score (higher: less like the training images)", ylabel="density", title=title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, save)

@@ -132,9 +132,12 @@ def clean(nb: dict, *, profile: str, overrides: dict | None, seconds: float, roo
     info = {"cell_type": "markdown", "id": "run-info", "metadata": {"tags": [RUN_INFO_TAG]},
             "source": _source(run_info(profile, dict(overrides or {}), seconds, hardware or describe_hardware(),
                                        versions(), datetime.now(timezone.utc).strftime("%Y-%m-%d")))}
-    title = next((i for i, c in enumerate(cells) if c["cell_type"] == "markdown"
-                  and "".join(c["source"]).lstrip().startswith("# ")), 0)
-    nb["cells"] = cells[:title + 1] + [info] + cells[title + 1:]
+    # right under the title and the setup cell, the first thing a reader sees
+    anchor = next((i for i, c in enumerate(cells) if SETUP_TAG in c.get("metadata", {}).get("tags", [])), None)
+    if anchor is None:
+        anchor = next((i for i, c in enumerate(cells) if c["cell_type"] == "markdown"
+                       and "".join(c["source"]).lstrip().startswith("# ")), 0)
+    nb["cells"] = cells[:anchor + 1] + [info] + cells[anchor + 1:]
     for key in ("papermill", "widgets"):
         nb["metadata"].pop(key, None)
     nb["metadata"]["aidetect"] = {"profile": profile, "overrides": dict(overrides or {}),

@@ -53,3 +53,24 @@ def cifake_folder(tmp_path, cifake_members) -> Path:
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(data)
     return root
+
+
+def realworld_archive() -> Path:
+    cand = os.environ.get("AIDETECT_REALWORLD100") or ROOT.parent / "shared" / "data" / "realworld100.tar"
+    p = Path(cand)
+    if not p.exists():
+        pytest.fail(f"realworld100 archive not found at {p}: set AIDETECT_REALWORLD100")
+    return p
+
+
+@pytest.fixture(scope="session")
+def realworld_members() -> dict[str, bytes]:
+    """Every image of realworld100 (50 real photographs, 50 AI images of other generators, full
+    resolution): a test set only, never trained or tuned on."""
+    out: dict[str, bytes] = {}
+    with tarfile.open(realworld_archive()) as tf:
+        for m in tf:
+            if m.isfile() and m.name.lower().endswith(".jpg"):
+                out[m.name] = tf.extractfile(m).read()
+    assert len(out) == 100
+    return out

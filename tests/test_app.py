@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from aidetect_utils import app, artifacts, models, splits, transforms
+from aidetect_utils import app, artifacts, domain, models, splits, transforms
 from aidetect_utils.data import build_cache
 from aidetect_utils.images import decode_image
 from aidetect_utils.metrics import classification_metrics
@@ -56,8 +56,9 @@ def trained(tmp_path_factory, cifake_members):
         with torch.no_grad():
             p = torch.softmax(model(x[~train]), -1)[:, 1].numpy()
         m = classification_metrics(y_all[~train], p)
+        check = domain.fit(model, tf, x_all[train], x_all[~train], source_size=32, seed=0)
         folder = artifacts.save_model_folder(out / name / "model", model, method=name, architecture=model.spec(),
-                                             preprocessing=prep,
+                                             preprocessing=prep, domain_check=check,
                                              metrics={"accuracy": m["accuracy"], "roc_auc": m["roc_auc"],
                                                       "n_test": int((~train).sum()), "dataset": "cifake",
                                                       "profile": "test"})
@@ -66,7 +67,7 @@ def trained(tmp_path_factory, cifake_members):
 
 
 @pytest.fixture()
-def files(tmp_path, cifake_members):
+def files(tmp_path, cifake_members, realworld_members):
     names = sorted(cifake_members)
     real = next(n for n in names if "/test/REAL/" in n)
     fake = next(n for n in names if "/test/FAKE/" in n)
@@ -82,6 +83,8 @@ def files(tmp_path, cifake_members):
     Image.fromarray(big, mode="RGBA").save(out["rgba"])
     out["bomb"] = tmp_path / "bomb.png"
     Image.new("1", (20000, 20000)).save(out["bomb"])          # 400 Mpx in a few kB
+    out["photo"] = tmp_path / "city_photo.jpg"                # a real full-resolution photograph (realworld100)
+    out["photo"].write_bytes(realworld_members[next(n for n in sorted(realworld_members) if "/REAL/city_" in n)])
     return out
 
 
@@ -114,6 +117,8 @@ def test_analyse_real_and_hostile_files(trained, files):
     rgba = res["photo.png"]
     assert rgba.error is None and "resized 300x200 to 32x32" in rgba.notes
     assert any("judge this 300x200 image downscaled to 32x32" in n for n in rgba.notes)
+    # out of domain for both models, and why: its size; the verdict is still given
+    assert [(v.in_domain, v.domain_note) for v in rgba.verdicts] == [(False, "300x200 px, trained on 32x32")] * 2
     tiny_cap = app.analyse([files["rgba"]], dets, max_bytes=1000)[0]
     assert "MB is over the" in tiny_cap.error and not tiny_cap.verdicts
 
@@ -175,17 +180,22 @@ def test_page_in_headless_chromium(trained, files, tmp_path):
         wait = WebDriverWait(browser, 60)
         upload = wait.until(lambda b: b.find_element(By.CSS_SELECTOR, "#upload input[type=file]"))
         assert "trained on cifake images at 32x32 px" in browser.find_element(By.TAG_NAME, "body").text
-        upload.send_keys("\n".join(str(files[k]) for k in ("real", "fake", "text")))
+        upload.send_keys("\n".join(str(files[k]) for k in ("real", "fake", "text", "photo")))
         results = lambda b: b.find_element(By.ID, "results").text
-        wait.until(lambda b: "notes.png: not an image file" in results(b) and "a_fake.jpg" in results(b))
+        wait.until(lambda b: "notes.png: not an image file" in results(b) and "city_photo.jpg" in results(b))
         text = results(browser)
         assert "Cannot use this file." in text
+        # a full-resolution photograph: a verdict from each model, each with the out-of-domain warning beside it
+        photo = text.split("city_photo.jpg", 1)[1]
+        assert photo.count("out of domain for this model:") == 2 and "px, trained on 32x32" in photo
+        warnings = browser.find_elements(By.CSS_SELECTOR, "#results .ood")
+        assert len(warnings) >= 2 and all(w.is_displayed() for w in warnings)
         for name in ("a_real.jpg", "a_fake.jpg"):
             block = text.split(name, 1)[1][:400]
             assert "dino_bayesian_head" in block and "vit_finetune" in block and "P(FAKE) =" in block
             assert "MC dropout" in block
         verdicts = browser.find_elements(By.CSS_SELECTOR, "#results td.verdict")
-        assert len(verdicts) == 4 and {v.text for v in verdicts} <= {"REAL", "FAKE"}
+        assert len(verdicts) == 6 and {v.text for v in verdicts} <= {"REAL", "FAKE"}
         shot = ROOT / "results" / "figures" / "app_screenshot.png"
         shot.parent.mkdir(parents=True, exist_ok=True)
         browser.save_screenshot(str(shot))

@@ -2,7 +2,6 @@
 import io
 import json
 import shutil
-import zipfile
 
 import numpy as np
 import pandas as pd

@@ -151,3 +151,103 @@ def test_gradcam_on_cnn_and_vit():
     frozen = build_feature_classifier({"kind": "timm", "name": "tf_efficientnet_lite0"}, {"kind": "linear"})
     assert explain.explain_maps(frozen.eval(), x).std() > 0     # gradients reach a frozen backbone
     assert not explain.supports_explanations(torch.nn.Linear(2, 2))
+
+
+# ------------------------------------------------------------------------------ robustness, read off
+def _rob(rows):
+    return pd.DataFrame([{"method": m, "corruption": k, "strength": s, "accuracy": a, "roc_auc": np.nan}
+                         for m, k, s, a in rows])
+
+
+ROB = _rob([("A", "clean", 0.0, 0.95), ("A", "jpeg", 30, 0.93), ("A", "blur", 1.0, 0.94), ("A", "blur", 2.0, 0.80),
+            ("A", "noise", 16.0, 0.52), ("B", "clean", 0.0, 0.55), ("B", "jpeg", 30, 0.56), ("B", "blur", 1.0, 0.5),
+            ("B", "blur", 2.0, 0.5), ("B", "noise", 16.0, 0.5)])
+
+
+def test_robustness_table_reads_the_named_settings():
+    t = ev.robustness_table(ROB)
+    assert t.index.tolist() == ["A", "B"]
+    assert t.columns.tolist() == ["clean", "JPEG q30", "resize x0.5", "blur σ=1", "noise 16"]
+    assert t.loc["A"].tolist()[:2] == [0.95, 0.93] and t.loc["A", "blur σ=1"] == 0.94 and t.loc["B", "noise 16"] == 0.5
+    assert t["resize x0.5"].isna().all()                            # not run: NaN, not a guess
+
+
+def test_robustness_verdicts_by_hand():
+    assert ev.chance_ceiling(100) == pytest.approx(0.5 + 1.96 * 0.05)           # 0.598
+    v = ev.robustness_verdicts(ROB, n_images=100).set_index(["method", "corruption"])
+    assert v.loc[("A", "jpeg"), "verdict"] == "holds"                            # 2 points
+    assert v.loc[("A", "blur"), "verdict"] == "drops 15 points"
+    assert v.loc[("A", "blur"), "worst_at"] == 2.0 and v.loc[("A", "blur"), "drop"] == pytest.approx(0.15)
+    assert v.loc[("A", "noise"), "verdict"] == "falls to chance"                 # 0.52 <= 0.598
+    assert (v.loc["B", "verdict"] == "at chance already").all()                 # clean 0.55 <= 0.598
+    # more images, a narrower band: B's 0.55 is then better than guessing, and its blur drop shows
+    v = ev.robustness_verdicts(ROB, n_images=10_000).set_index(["method", "corruption"])
+    assert v.loc[("B", "blur"), "verdict"] == "falls to chance" and v.loc[("B", "jpeg"), "verdict"] == "holds"
+
+
+# ------------------------------------------------------------------------------ the domain check, measured
+class _StubCheck:
+    def __init__(self, layer, has_score=True):
+        self.layer, self.has_score, self.threshold = layer, has_score, 1.0
+
+
+class _StubPredictor:
+    """The three things domain_scores uses: ``domain``, ``prep`` and ``in_domain``; the score of an
+    image is its mean pixel value / 100, so the expected numbers are computed by hand."""
+
+    def __init__(self, layer="head.1", has_score=True):
+        self.domain, self.prep, self.calls = _StubCheck(layer, has_score), {"source_size": 32}, []
+
+    def in_domain(self, images, sizes):
+        self.calls.append(len(images))
+        s = images.reshape(len(images), -1).mean(1) / 100
+        small = np.array([max(w, h) <= 64 for w, h in sizes])
+        return pd.DataFrame({"domain_score": s, "input_z": s, "features_z": -s, "score_in_domain": s <= 1.0,
+                             "in_domain": (s <= 1.0) & small})
+
+
+def test_decode_files_skips_what_cannot_be_read(cifake_folder, tmp_path):
+    files = sorted((cifake_folder / "test" / "REAL").iterdir())[:3]
+    (tmp_path / "broken.jpg").write_bytes(b"not an image")
+    x, sizes, names = ev.decode_files([*files, tmp_path / "broken.jpg"], 16)
+    assert x.shape == (3, 16, 16, 3) and x.dtype == np.uint8 and sizes == [(32, 32)] * 3
+    assert names == [str(f) for f in files]
+
+
+def test_domain_scores_and_summary_by_hand(cifake_folder, monkeypatch):
+    decoded = []
+    real_decode = ev.decode_files
+    monkeypatch.setattr(ev, "decode_files", lambda files, size: decoded.append(size) or real_decode(files, size))
+    ref = np.zeros((4, 32, 32, 3), np.uint8) + np.array([0, 50, 100, 150], np.uint8)[:, None, None, None]
+    files = sorted((cifake_folder / "test" / "FAKE").iterdir())[:5]
+    pred, vlm, old = _StubPredictor(), _StubPredictor(layer=None), _StubPredictor(has_score=False)
+    scores = ev.domain_scores({"cnn": pred, "vlm": vlm, "old": old}, {"ref": ref, "files": files, "files again": files})
+    assert set(scores["method"]) == {"cnn", "vlm"} and old.calls == []           # no fitted score: left out
+    assert scores.groupby(["method", "set"], sort=False).size().tolist() == [4, 5, 5] * 2
+    assert decoded == [32, 32]                  # each list of files decoded once, for both models
+    assert scores.loc[scores["method"] == "vlm", "features_z"].isna().all()       # no feature part: NaN, not 0
+    assert pred.calls == [4, 5, 5]
+    with pytest.raises(ValueError, match="expects 32x32"):
+        ev.domain_scores({"cnn": pred}, {"small": ref[:, :16, :16]})
+
+    # the summary on a hand-made frame: reference scores 0, 1, 2, 3; set 2.5 and 5 (4 reference images
+    # below 2.5, 4 below 5 but 3 is not below 2.5: 7 of 8 pairs ordered, AUC 0.875)
+    hand = pd.DataFrame({"method": "m", "set": ["ref"] * 4 + ["out"] * 2, "image": [0, 1, 2, 3, 0, 1],
+                         "domain_score": [0, 1, 2, 3, 2.5, 5], "input_z": [0, 1, 2, 3, 5, 6],
+                         "features_z": [3, 2, 1, 0, 0.5, 0.5], "score_in_domain": [True, True, True, False, True, False],
+                         "in_domain": [True, True, True, False, False, False], "threshold": 2.8})
+    s = ev.domain_summary(hand, "ref").iloc[0]
+    assert (s["n_reference"], s["n_set"], s["threshold"]) == (4, 2, 2.8)
+    assert (s["flagged_reference"], s["flagged_set"], s["flagged_set_score_only"]) == (0.25, 1.0, 0.5)
+    assert (s["auc_score"], s["auc_input"], s["auc_features"]) == (0.875, 1.0, 0.25)
+
+
+def test_domain_histogram_draws_every_set_and_the_threshold(tmp_path):
+    import matplotlib
+    matplotlib.use("Agg")
+    from aidetect_utils import plots
+    fig = plots.domain_histogram({"a": np.array([0.0, 1.0, np.nan]), "b": np.array([3.0, 4.0])}, threshold=2.0,
+                                 save=tmp_path / "d.png")
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["a (2)", "b (2)", "threshold 2.00"]
+    assert (tmp_path / "d.png").stat().st_size > 0

@@ -11,8 +11,6 @@ import json
 import os
 import pickle
 import shutil
-import sys
-import tarfile
 import zipfile
 from pathlib import Path
 
@@ -22,7 +20,6 @@ import pytest
 import torch
 import yaml
 from PIL import Image
-from safetensors.torch import save_model
 from torch import nn
 
 from aidetect_utils import artifacts, data, engine, images, models, pipeline, predict, transforms

@@ -127,3 +127,79 @@ def test_perfect_separation_is_reported_uncalibratable():
 def test_file_groups_of_realworld100_names():
     assert [ev.image_group(n) for n in ("gan_3.jpg", "diffusion2_10.jpg", "city_7.jpg", "photo.png")] == \
         ["gan", "diffusion2", "city", "photo"]
+
+
+# ------------------------------------------------------------------ the domain check
+@pytest.fixture(scope="module")
+def lite0_check(cifake_members):
+    """EfficientNet-Lite0 ImageNet features + a small head, and its domain check fitted on the
+    fixture's 60 training images and 30 of its test images (the other 30 stay unseen)."""
+    from aidetect_utils import domain, models
+    items = sorted(cifake_members.items())
+    x = np.stack([decode_image(d).array for _, d in items])
+    train = np.array(["/train/" in n for n, _ in items])
+    torch.manual_seed(0)
+    model = models.build_feature_classifier({"kind": "timm", "name": "tf_efficientnet_lite0"},
+                                            {"kind": "mlp", "hidden": [64, 32], "dropout": 0.5},
+                                            pretrained="efficientnet-lite0-pypi").eval()
+    prep = transforms.preprocessing(32)
+    test_idx = np.flatnonzero(~train)
+    val, unseen = test_idx[::2], test_idx[1::2]
+    check = domain.fit(model, transforms.eval_transform(prep), x[train], x[val], source_size=32, seed=0)
+    return model, prep, check, x[unseen]
+
+
+def test_the_domain_check_tells_realworld100_from_cifake(lite0_check, realworld_members):
+    from sklearn.metrics import roc_auc_score
+    model, prep, check, unseen = lite0_check
+    assert check.layer == "head.5" and check.arrays["knn.bank"].shape == (60, 32)
+    assert check.arrays["input.precision"].shape == (14, 14) and np.isfinite(check.threshold)
+    rw = [decode_image(b, size=32) for _, b in sorted(realworld_members.items())[::5]]      # 20 of them
+    rw_images = np.stack([d.array for d in rw])
+    tf = transforms.eval_transform(prep)
+    s_cifake = check.score(model, tf, unseen)["domain_score"].to_numpy()
+    s_rw = check.score(model, tf, rw_images)["domain_score"].to_numpy()
+    # the score alone (no resolution check), fitted on CIFAKE only, ranks realworld100 higher
+    assert roc_auc_score([0] * len(s_cifake) + [1] * len(s_rw), np.r_[s_cifake, s_rw]) > 0.9
+    # with the resolution check, every full-resolution photograph is out of domain, and says why
+    judged = check.judge(model, tf, rw_images, [d.orig_size for d in rw])
+    assert not judged["in_domain"].any()
+    assert all(n.endswith("px, trained on 32x32") for n in judged["domain_note"])
+    cifake = check.judge(model, tf, unseen, [(32, 32)] * len(unseen))
+    assert cifake["in_domain"].mean() >= 0.8          # 95th-percentile threshold, fitted on 30 images
+
+
+def test_the_domain_check_survives_the_model_folder(lite0_check, tmp_path):
+    from aidetect_utils import artifacts, predict
+    model, prep, check, unseen = lite0_check
+    folder = artifacts.save_model_folder(tmp_path / "m", model, method="t", architecture=model.spec(),
+                                         preprocessing=prep, domain_check=check)
+    again = predict.Predictor(folder, device="cpu")
+    tf = transforms.eval_transform(prep)
+    pd_a = check.score(model, tf, unseen)
+    pd_b = again.domain.score(again.model, again.transform, unseen)
+    assert np.allclose(pd_a["domain_score"], pd_b["domain_score"], atol=1e-5)
+    assert again.domain.threshold == check.threshold and again.domain.layer == check.layer
+
+
+def test_predict_writes_the_domain_columns_and_warns(lite0_check, realworld_members, tmp_path, capsys):
+    from aidetect_utils import artifacts, predict
+    model, prep, check, unseen = lite0_check
+    folder = artifacts.save_model_folder(tmp_path / "m", model, method="t", architecture=model.spec(),
+                                         preprocessing=prep, domain_check=check)
+    d = tmp_path / "imgs"
+    d.mkdir()
+    name, raw = next((n, b) for n, b in sorted(realworld_members.items()) if "/FAKE/gan_" in n)
+    (d / "gan.jpg").write_bytes(raw)
+    from PIL import Image
+    Image.fromarray(unseen[0]).save(d / "cifake.png")
+    out = tmp_path / "p.csv"
+    assert predict.main(["--model", str(folder), str(d), "--output", str(out)]) == 0
+    import pandas as pd
+    table = pd.read_csv(out, keep_default_na=False).set_index("path")
+    assert list(table.columns) == ["prob_fake", "label", "in_domain", "domain_score", "domain_note"]
+    gan = table.loc[str(d / "gan.jpg")]
+    assert gan["in_domain"] in (False, "False") and gan["domain_note"].endswith("px, trained on 32x32")
+    err = capsys.readouterr().err
+    assert err.startswith("warning: ") and "of 2 images are out of domain for this model" in err
+    assert len(err.strip().splitlines()) == 1

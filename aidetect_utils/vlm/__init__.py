@@ -6,7 +6,8 @@ One module per concern:
 - ``backends``  loading the base model (Unsloth on a CUDA GPU, else transformers + peft), LoRA
 - ``tiny``      a small Qwen2.5-VL and its processor built offline (smoke/cpu profiles, tests)
 - ``prompt``    the question, the answers, and the batches with answer-only labels
-- ``training``  LoRA fine-tuning with ``Trainer``: answer-token cross-entropy or focal loss
+- ``training``  LoRA fine-tuning with ``Trainer``: answer-token cross-entropy or focal loss;
+                ``run_recipe``: notebook 05's whole recipe in one call (notebook 06 changes parts)
 - ``detector``  the fine-tuned model as a detector (answer logits -> P(FAKE)), its model folder
 - ``data``      CIFAKE subsets or SID_Set for these notebooks
 
@@ -18,10 +19,11 @@ import warnings
 warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*", category=FutureWarning)
 
 from .backends import (FULL_MODEL, LM_ATTENTION, add_lora, build_lora_model, describe_model,  # noqa: E402
-                       for_inference, load_base, lora_summary, select_backend)
-from .data import detection_data  # noqa: E402
-from .detector import VLMDetector, evaluate_and_save, inference_detector, score, vlm_preprocessing  # noqa: E402
+                       for_inference, load_base, lora_summary, recipe_model, select_backend)
+from .data import detection_data, recipe_data  # noqa: E402
+from .detector import (VLMDetector, batch_logits, evaluate_and_save, inference_detector, score,  # noqa: E402
+                       to_model, vlm_preprocessing)
 from .prompt import (ANSWERS, END_OF_TURN, QUESTION, VLMCollator, answer_suffix, answer_token_ids,  # noqa: E402
                      messages, prompt_text, to_pil)
 from .tiny import CHAT_TEMPLATE, SPECIAL_TOKENS, TINY, build_tiny_processor, build_tiny_qwen_vl, tiny_config  # noqa: E402
-from .training import loss_history, train_lora  # noqa: E402
+from .training import RecipeRun, loss_history, run_recipe, train_lora  # noqa: E402

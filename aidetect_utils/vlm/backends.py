@@ -100,12 +100,14 @@ def add_lora(model, backend: str, r: int = 16, alpha: int = 16, dropout: float =
 
 
 def lora_summary(model) -> dict:
-    """Trainable/total parameters and the module names that carry LoRA adapters."""
+    """Trainable/total parameters and the modules that carry LoRA adapters: how many, their
+    short names (``lora_targets``) and their full names in the base model (``lora_names``)."""
     from ..models import count_parameters
     trainable, total = count_parameters(model)
     wrapped = [n for n, m in model.named_modules() if hasattr(m, "lora_A") and hasattr(m, "base_layer")]
     return {"trainable": trainable, "total": total, "lora_modules": len(wrapped),
-            "lora_targets": sorted({n.rsplit(".", 1)[-1] for n in wrapped})}
+            "lora_targets": sorted({n.rsplit(".", 1)[-1] for n in wrapped}),
+            "lora_names": sorted(n.removeprefix("base_model.model.") for n in wrapped)}
 
 
 def build_lora_model(model_name: str, backend: str = "auto", *, load_in_4bit: bool = True,
@@ -118,6 +120,15 @@ def build_lora_model(model_name: str, backend: str = "auto", *, load_in_4bit: bo
                                 min_pixels=min_pixels, max_pixels=max_pixels, seed=seed)
     model = add_lora(base, backend, r=lora_r, alpha=lora_alpha, dropout=lora_dropout, seed=seed)
     return model, processor, {"backend": backend, "why": why, "model": model_name} | lora_summary(model)
+
+
+def recipe_model(P):
+    """:func:`build_lora_model` with the VLM notebooks' parameters (``P.model_name``,
+    ``P.backend``, ``P.load_in_4bit``, ``P.tiny_config``, ``P.min_pixels``, ``P.max_pixels``,
+    ``P.lora_r``, ``P.lora_alpha``, ``P.lora_dropout``, ``P.seed``): notebook 05's model step."""
+    return build_lora_model(P.model_name, P.backend, load_in_4bit=P.load_in_4bit, tiny=P.tiny_config,
+                            min_pixels=P.min_pixels, max_pixels=P.max_pixels, lora_r=P.lora_r,
+                            lora_alpha=P.lora_alpha, lora_dropout=P.lora_dropout, seed=P.seed)
 
 
 def for_inference(model, backend: str):

@@ -28,3 +28,12 @@ def detection_data(dataset: str = "cifake", *, image_size: int, n_train: int | N
     else:
         raise ValueError(f"dataset must be 'cifake' or 'sid_set', got {dataset!r}")
     return train, test, vlm_preprocessing(image_size, source_size=train.images.shape[1])
+
+
+def recipe_data(P):
+    """:func:`detection_data` with the VLM notebooks' parameters (``P.dataset``, ``P.image_size``,
+    ``P.n_train``, ``P.n_test``, ``P.prepared_dir``, ``P.min_width``, ``P.seed``,
+    ``P.sid_set_path``): notebook 05's data step."""
+    return detection_data(P.dataset, image_size=P.image_size, n_train=P.n_train, n_test=P.n_test,
+                          prepared_dir=P.prepared_dir, min_width=P.min_width, seed=P.seed,
+                          sid_set_path=P.sid_set_path)

@@ -38,15 +38,10 @@ class VLMDetector(nn.Module):
         self.answer_ids = list(answer_token_ids(processor))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from ..engine import device_of
-        device = device_of(self.model)
-        dtype = next(p for p in self.model.parameters() if p.is_floating_point()).dtype
-        batch = self.collator([(img, 0) for img in x])
-        batch = {k: v.to(device) for k, v in batch.items()}
-        batch["pixel_values"] = batch["pixel_values"].to(dtype)
+        batch = to_model(self.model, self.collator([(img, 0) for img in x]))
         logits = self.model(**batch).logits
         last = batch["attention_mask"].sum(1) - 1
-        return logits[torch.arange(len(last), device=device), last][:, self.answer_ids].float()
+        return logits[torch.arange(len(last), device=last.device), last][:, self.answer_ids].float()
 
     def spec(self) -> dict:
         return {"builder": "qwen_vl_lora", "kwargs": {"base_model": self.base_model, "backend": self.backend}}
@@ -76,6 +71,24 @@ class VLMDetector(nn.Module):
         return cls(model.eval(), processor, base_model, "transformers")
 
 
+def to_model(model, batch: dict) -> dict:
+    """A collator batch moved to the model's device, images in the model's dtype, and the
+    training-only entries (``labels``, ``is_fake``) left out: what ``model(**batch)`` takes."""
+    from ..engine import device_of
+    device = device_of(model)
+    dtype = next(p for p in model.parameters() if p.is_floating_point()).dtype
+    out = {k: v.to(device) for k, v in batch.items() if k not in ("labels", "is_fake")}
+    out["pixel_values"] = out["pixel_values"].to(dtype)
+    return out
+
+
+@torch.no_grad()
+def batch_logits(model, batch: dict) -> torch.Tensor:
+    """The model's logits (B, T, vocabulary) for a :class:`~.prompt.VLMCollator` batch, on the CPU
+    in float32: what the answer-token losses are computed from."""
+    return model(**to_model(model, batch)).logits.float().cpu()
+
+
 def vlm_preprocessing(image_size: int, source_size: int = 32) -> dict:
     """Preprocessing record for a VLM: tensors in [0, 1] (mean 0, std 1); the processor
     normalises with the checkpoint's own statistics."""
@@ -95,14 +108,18 @@ def score(model, processor, info: dict, loader, desc: str = "score") -> tuple[np
 
 
 def evaluate_and_save(trainer, processor, info: dict, test, *, method: str, profile: str, preprocessing: dict,
-                      dataset: str, batch_size: int, extra: dict | None = None) -> dict:
+                      dataset: str, batch_size: int, extra: dict | None = None, domain_check=None,
+                      out_dir: str | Path | None = None) -> dict:
     """Score the test split with the fine-tuned model and write results/<method>/ (metrics.json,
-    predictions.csv, model folder) exactly like the other methods."""
+    predictions.csv, model folder) exactly like the other methods. ``domain_check``: the
+    model's ``domain.DomainCheck`` (for a VLM fitted with ``layer=None``: input statistics
+    only), saved in the model folder; ``out_dir``: instead of results/<method>/."""
     from ..artifacts import evaluate_and_save as save
     detector = inference_detector(trainer.model, processor, info)
     return save(detector, test, method=method, backbone=info["model"], profile=profile, preprocessing=preprocessing,
                 architecture=detector.spec(), train_seconds=trainer.train_seconds, batch_size=batch_size,
-                dataset=dataset, extra={"backend": info["backend"], "steps": trainer.state.global_step, **(extra or {})})
+                dataset=dataset, extra={"backend": info["backend"], "steps": trainer.state.global_step, **(extra or {})},
+                domain_check=domain_check, out_dir=out_dir)
 
 
 @register("qwen_vl_lora", self_loading=True)

@@ -12,6 +12,7 @@ import hashlib
 import json
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -149,3 +150,75 @@ def loss_history(trainer) -> "pd.DataFrame":
     rows = [{"step": h["step"], "epoch": h.get("epoch"), "loss": h["loss"], "lr": h.get("learning_rate")}
             for h in trainer.state.log_history if "loss" in h]
     return pd.DataFrame(rows, columns=["step", "epoch", "loss", "lr"])
+
+
+# ------------------------------------------------------------------------------ the whole recipe
+@dataclass
+class RecipeRun:
+    """What :func:`run_recipe` made: the data, the model, the trainer, the losses, the zero-shot
+    P(FAKE) (None when ``P.zero_shot`` is off) and the metrics record it saved."""
+
+    train: object
+    test: object
+    prep: dict
+    model: object
+    processor: object
+    info: dict
+    trainer: object
+    losses: "pd.DataFrame"
+    record: dict
+    zero_shot: np.ndarray | None = None
+
+
+def run_recipe(P, *, train_transform=None, loss: str = "ce", data=None, model=None, domain_check=None,
+               out_dir: str | Path | None = None, extra: dict | None = None) -> RecipeRun:
+    """Method 1's whole recipe, the steps notebook 05 shows one by one, in one call:
+
+    data (:func:`~.data.recipe_data`), base model + LoRA (:func:`~.backends.recipe_model`),
+    P(FAKE) before fine-tuning when ``P.zero_shot``, fine-tuning with :func:`train_lora` on the
+    answer tokens (``P.epochs``, ``P.lr``, ``P.batch_size``, ``P.grad_accum``, ``P.scheduler``,
+    ``P.warmup_ratio``, ``P.optim``, ``P.seed``, ``P.logging_steps``), the loss history in
+    ``loss_history.csv``, and scoring and saving with :func:`~.detector.evaluate_and_save`
+    into results/``P.method``/.
+
+    What a variant changes is passed in: ``train_transform`` (None: method 1's evaluation
+    transform, no augmentation), ``loss`` ("ce" or "focal", with ``P.focal_alpha`` and
+    ``P.focal_gamma``), ``domain_check`` (saved in the model folder). ``data`` (train, test,
+    prep) and ``model`` (model, processor, info) may be given when the notebook already built
+    them.
+    """
+    from torch.utils.data import DataLoader
+
+    from ..metrics import classification_metrics, summary_line
+    from ..paths import method_dir
+    from ..transforms import ArrayDataset, eval_transform
+    from .backends import describe_model, recipe_model
+    from .data import recipe_data
+    from .detector import evaluate_and_save, score
+
+    out_dir = Path(out_dir) if out_dir else method_dir(P.method)
+    train, test, prep = data if data is not None else recipe_data(P)
+    model, processor, info = model if model is not None else recipe_model(P)
+    print(describe_model(info))
+    eval_tf = eval_transform(prep)
+    p0 = None
+    if P.zero_shot:   # LoRA starts as the identity (its B matrices are zero): this is the base model
+        loader = DataLoader(ArrayDataset(test.images, test.labels, eval_tf), batch_size=P.eval_batch_size)
+        p0, _ = score(model, processor, info, loader, desc="zero-shot")
+        print("before fine-tuning:", summary_line(classification_metrics(test.labels, p0)))
+    train_ds = ArrayDataset(train.images, train.labels, train_transform or eval_tf)
+    focal = {"focal_alpha": P.focal_alpha, "focal_gamma": P.focal_gamma} if loss == "focal" else {}
+    model.train()
+    trainer = train_lora(model, processor, train_ds, out_dir / "trainer", loss=loss, epochs=P.epochs, lr=P.lr,
+                         batch_size=P.batch_size, grad_accum=P.grad_accum, scheduler=P.scheduler,
+                         warmup_ratio=P.warmup_ratio, optim=P.optim, seed=P.seed, logging_steps=P.logging_steps,
+                         **focal)
+    losses = loss_history(trainer)
+    losses.to_csv(out_dir / "loss_history.csv", index=False)
+    print(f"trained {trainer.state.global_step} steps in {trainer.train_seconds:.1f} s")
+    names = {"ce": "cross-entropy", "focal": "focal"}
+    record = evaluate_and_save(trainer, processor, info, test, method=P.method, profile=P.profile,
+                               preprocessing=prep, dataset=P.dataset, batch_size=P.eval_batch_size,
+                               extra={"n_train": len(train), "lora_r": P.lora_r, "loss": names[loss], **(extra or {})},
+                               domain_check=domain_check, out_dir=out_dir)
+    return RecipeRun(train, test, prep, model, processor, info, trainer, losses, record, p0)
