@@ -117,6 +117,22 @@ def evaluation_panel(y_true, prob_fake, threshold: float = 0.5, title: str = "",
     return _save(fig, save)
 
 
+def test_report(record: dict, out_dir, title: str, y_true=None, prob_fake=None, detail: str = ""):
+    """A method's test results as every method notebook shows them: the metrics on one line, where
+    the time went (``detail`` adds to the training part), and :func:`evaluation_panel`, saved as
+    ``out_dir/evaluation.png``. ``y_true``/``prob_fake`` default to ``out_dir/predictions.csv``."""
+    import pandas as pd
+
+    from .metrics import summary_line
+    if y_true is None or prob_fake is None:
+        pred = pd.read_csv(Path(out_dir) / "predictions.csv", keep_default_na=False)
+        y_true, prob_fake = pred["label"].to_numpy(), pred["prob_fake"].to_numpy()
+    print(summary_line(record["metrics"]))
+    print(f"train {record['train_seconds']} s{detail} | inference {record['inference_images_per_second']} "
+          f"images/s on {record['device']}")
+    return evaluation_panel(y_true, prob_fake, title=title, save=Path(out_dir) / "evaluation.png")
+
+
 def count_table_plot(table: pd.DataFrame, title: str = "", save=None):
     """A heatmap of a count table (e.g. CIFAR class x label)."""
     fig, ax = plt.subplots(figsize=(1 + 0.9 * table.shape[1], 0.5 + 0.4 * table.shape[0]))
