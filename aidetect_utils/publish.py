@@ -26,8 +26,8 @@ import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
-PARAMETERS = '''profile = {profile!r}{pad}# "smoke", "cpu" or "full" (the table above); also "gpu" and "rehearsal"
-overrides = {overrides!r}{pad2}# any parameter shown by P below, on top of the profile, e.g. {{"seed": 0}}
+PARAMETERS = '''profile = {profile}{pad}# "smoke", "cpu" or "full" (the table above); also "gpu" and "rehearsal"
+overrides = {overrides}{pad2}# any parameter shown by P below, on top of the profile, e.g. {{"seed": 0}}
 '''
 RUN_INFO_TAG = "run-info"
 #: absolute paths a reader must never see (what the test and the before-stop check look for)
@@ -35,9 +35,9 @@ MACHINE_PATH = re.compile(r"(?<![\w.])/(?:tmp|work|root|home|Users|private|var/f
 
 
 def parameters_source(profile: str, overrides: dict | None = None) -> str:
-    p, o = repr(profile), repr(dict(overrides or {}))
-    return PARAMETERS.format(profile=profile, overrides=dict(overrides or {}),
-                             pad=" " * max(1, 20 - len("profile = ") - len(p)),
+    """The parameters cell for a profile, as a reader would type it (double-quoted strings)."""
+    p, o = json.dumps(profile), repr(dict(overrides or {}))
+    return PARAMETERS.format(profile=p, overrides=o, pad=" " * max(1, 20 - len("profile = ") - len(p)),
                              pad2=" " * max(1, 20 - len("overrides = ") - len(o)))
 
 
