@@ -17,12 +17,16 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
-def cifake_archive() -> Path:
-    cand = os.environ.get("AIDETECT_CIFAKE") or ROOT.parent / "shared" / "data" / "cifake.tar.gz"
-    p = Path(cand)
+def _shared_archive(env: str, file_name: str, what: str) -> Path:
+    """``$env``, else ``../shared/data/<file_name>`` beside the project; a failed test if absent."""
+    p = Path(os.environ.get(env) or ROOT.parent / "shared" / "data" / file_name)
     if not p.exists():
-        pytest.fail(f"CIFAKE archive not found at {p}: set AIDETECT_CIFAKE")
+        pytest.fail(f"{what} archive not found at {p}: set {env}")
     return p
+
+
+def cifake_archive() -> Path:
+    return _shared_archive("AIDETECT_CIFAKE", "cifake.tar.gz", "CIFAKE")
 
 
 @pytest.fixture(scope="session")
@@ -56,11 +60,7 @@ def cifake_folder(tmp_path, cifake_members) -> Path:
 
 
 def realworld_archive() -> Path:
-    cand = os.environ.get("AIDETECT_REALWORLD100") or ROOT.parent / "shared" / "data" / "realworld100.tar"
-    p = Path(cand)
-    if not p.exists():
-        pytest.fail(f"realworld100 archive not found at {p}: set AIDETECT_REALWORLD100")
-    return p
+    return _shared_archive("AIDETECT_REALWORLD100", "realworld100.tar", "realworld100")
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
+
+from aidetect_utils.images import decode_image
+
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 
 
@@ -23,3 +27,14 @@ def mechanism_namespace(notebook_stem: str, **given) -> dict:
     for src in mechanism_sources(notebook_stem):
         exec(compile(src, f"<{notebook_stem} mechanism cell>", "exec"), ns)
     return ns
+
+
+def cifake_tensors(members: dict[str, bytes], per_label: int, keep=lambda name, taken: True):
+    """``per_label`` REAL then ``per_label`` FAKE images of the real archive (in name order) as uint8
+    CHW tensors, with their labels; ``keep(name, how many of its label are taken)`` picks which."""
+    picked: dict[int, list] = {0: [], 1: []}
+    for name, data in sorted(members.items()):
+        label = 1 if "/FAKE/" in name else 0
+        if len(picked[label]) < per_label and keep(name, len(picked[label])):
+            picked[label].append(torch.from_numpy(decode_image(data, name=name).array).permute(2, 0, 1).contiguous())
+    return picked[0] + picked[1], [0] * per_label + [1] * per_label

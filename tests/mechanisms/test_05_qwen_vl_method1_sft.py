@@ -7,8 +7,7 @@ import pytest
 import torch
 
 from aidetect_utils import vlm
-from aidetect_utils.images import decode_image
-from tests.mechanisms._cells import mechanism_namespace, mechanism_sources
+from tests.mechanisms._cells import cifake_tensors, mechanism_namespace, mechanism_sources
 
 NB = "05_qwen_vl_method1_sft"
 
@@ -21,12 +20,7 @@ def ns():
 @pytest.fixture(scope="module")
 def images(cifake_members):
     """Six real CIFAKE training images (3 REAL, 3 FAKE) as uint8 CHW tensors, with labels."""
-    picked = {0: [], 1: []}
-    for name, data in sorted(cifake_members.items()):
-        label = 1 if "/FAKE/" in name else 0
-        if "/train/" in name and len(picked[label]) < 3:
-            picked[label].append(torch.from_numpy(decode_image(data, name=name).array).permute(2, 0, 1).contiguous())
-    return picked[0] + picked[1], [0, 0, 0, 1, 1, 1]
+    return cifake_tensors(cifake_members, 3, keep=lambda name, taken: "/train/" in name)
 
 
 def _base(seed=0):

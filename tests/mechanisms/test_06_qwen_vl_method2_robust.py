@@ -8,8 +8,7 @@ import pytest
 import torch
 
 from aidetect_utils import losses, transforms, vlm
-from aidetect_utils.images import decode_image
-from tests.mechanisms._cells import mechanism_namespace
+from tests.mechanisms._cells import cifake_tensors, mechanism_namespace
 
 NB = "06_qwen_vl_method2_robust"
 
@@ -22,12 +21,7 @@ def ns():
 @pytest.fixture(scope="module")
 def images(cifake_members):
     """Twelve real CIFAKE images (6 REAL, 6 FAKE, train and test) as uint8 CHW tensors, with labels."""
-    picked = {0: [], 1: []}
-    for name, data in sorted(cifake_members.items()):
-        label = 1 if "/FAKE/" in name else 0
-        if len(picked[label]) < 6 and (len(picked[label]) < 3 or "/test/" in name):
-            picked[label].append(torch.from_numpy(decode_image(data, name=name).array).permute(2, 0, 1).contiguous())
-    return picked[0] + picked[1], [0] * 6 + [1] * 6
+    return cifake_tensors(cifake_members, 6, keep=lambda name, taken: taken < 3 or "/test/" in name)
 
 
 @pytest.fixture(scope="module")
