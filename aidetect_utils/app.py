@@ -136,12 +136,13 @@ def _score(det: Detector, arr: np.ndarray, size: tuple[int, int]) -> Verdict:
             feats = pred.model.features(x)
         mc = mc_dropout_predict(pred.model.head, feats, n_samples=MC_SAMPLES, seed=0)
         p, std = float(mc["prob_fake"][0]), float(mc["std"][0])
+        dom = pred.in_domain(arr[None], [size]).iloc[0]
     else:
-        p = float(pred.prob_fake(arr[None])[0])
+        probs, frame = pred.score(arr[None], [size])
+        p, dom = float(probs[0]), frame.iloc[0]
     if det.gradcam:
         from .explain import explain_maps
         cam = _png_b64(_overlay(arr, explain_maps(pred.model, x)[0]))
-    dom = pred.in_domain(arr[None], [size]).iloc[0]
     return Verdict(det.name, p, CLASS_NAMES[int(p >= pred.threshold)], std, cam,
                    bool(dom["in_domain"]), str(dom["domain_note"]))
 

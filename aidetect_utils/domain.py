@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import io
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -104,14 +105,11 @@ def penultimate_layer(model: nn.Module) -> str | None:
     return None
 
 
-@torch.inference_mode()
-def hooked_features(model: nn.Module, layer: str, images: np.ndarray, transform, batch_size: int = 256) -> np.ndarray:
-    """The output of submodule ``layer`` for each image, one vector each: conv maps are averaged
-    over space, token sequences give their first (class) token, vectors stay as they are."""
-    from .engine import device_of, match_memory_format, _is_channels_last
-    from .transforms import ArrayDataset
-    model.eval()
-    device, channels_last = device_of(model), _is_channels_last(model)
+@contextmanager
+def recording(model: nn.Module, layer: str):
+    """Inside the block, every forward pass of ``model`` appends the output of its submodule
+    ``layer`` to the yielded list, one vector per image: conv maps are averaged over space, token
+    sequences give their first (class) token, vectors stay as they are. :func:`stacked` joins them."""
     out: list[torch.Tensor] = []
 
     def hook(_module, _inputs, o):
@@ -120,13 +118,28 @@ def hooked_features(model: nn.Module, layer: str, images: np.ndarray, transform,
 
     handle = model.get_submodule(layer).register_forward_hook(hook)
     try:
-        loader = torch.utils.data.DataLoader(ArrayDataset(images, np.zeros(len(images), int), transform),
-                                             batch_size=batch_size)
-        for x, _ in loader:
-            model(match_memory_format(x.to(device), channels_last))
+        yield out
     finally:
         handle.remove()
-    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
+
+
+def stacked(recorded: list[torch.Tensor]) -> np.ndarray:
+    return torch.cat(recorded).numpy() if recorded else np.zeros((0, 0), np.float32)
+
+
+@torch.inference_mode()
+def hooked_features(model: nn.Module, layer: str, images: np.ndarray, transform, batch_size: int = 256) -> np.ndarray:
+    """The output of submodule ``layer`` for each image, one vector each (see :func:`recording`)."""
+    from .engine import device_of, match_memory_format, _is_channels_last
+    from .transforms import ArrayDataset
+    model.eval()
+    device, channels_last = device_of(model), _is_channels_last(model)
+    loader = torch.utils.data.DataLoader(ArrayDataset(images, np.zeros(len(images), int), transform),
+                                         batch_size=batch_size)
+    with recording(model, layer) as out:
+        for x, _ in loader:
+            model(match_memory_format(x.to(device), channels_last))
+    return stacked(out)
 
 
 def _knn_distance(bank: np.ndarray, feats: np.ndarray, k: int) -> np.ndarray:
@@ -166,13 +179,14 @@ class DomainCheck:
         return ""
 
     # ---------------------------------------------------------------- the score
-    def _parts(self, model, transform, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _parts(self, model, transform, images: np.ndarray, feats: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         s = input_stats(images, self.jpeg_quality)
         zz = (s - self.arrays["input.mean"][0].astype(np.float64)) / self.arrays["input.scale"].astype(np.float64)
         s_in = np.log(((zz @ self.arrays["input.precision"].astype(np.float64)) * zz).sum(1) + 1e-6)
-        if self.layer is None or model is None or self.weight == 0:
+        if self.layer is None or self.weight == 0 or (model is None and feats is None):
             return s_in, np.zeros_like(s_in)
-        feats = hooked_features(model, self.layer, images, transform)
+        if feats is None:
+            feats = hooked_features(model, self.layer, images, transform)
         return s_in, _knn_distance(self.arrays["knn.bank"], feats, self.k)
 
     @property
@@ -180,14 +194,22 @@ class DomainCheck:
         """False for a resolution-only check (a model folder saved before checks were fitted)."""
         return "input.mean" in self.arrays and bool(self.z)
 
-    def score(self, model, transform, images: np.ndarray) -> pd.DataFrame:
+    @property
+    def feature_layer(self) -> str | None:
+        """The layer whose output the score reads (:func:`recording` it while the model runs anyway
+        saves a second pass), or None when the score reads no features."""
+        return self.layer if self.has_score and self.layer is not None and self.weight != 0 else None
+
+    def score(self, model, transform, images: np.ndarray, feats: np.ndarray | None = None) -> pd.DataFrame:
         """Per image at the training resolution: ``domain_score`` (higher: less like training),
-        its ``input_z`` and ``features_z`` parts, and ``score_in_domain`` (score under the threshold)."""
+        its ``input_z`` and ``features_z`` parts, and ``score_in_domain`` (score under the threshold).
+        ``feats``: the :attr:`feature_layer` output of these images when already recorded (else
+        the model is run for it)."""
         if not self.has_score:
             nan = np.full(len(images), np.nan)
             return pd.DataFrame({"domain_score": nan, "input_z": nan, "features_z": nan,
                                  "score_in_domain": np.ones(len(images), bool)})
-        s_in, s_knn = self._parts(model, transform, images)
+        s_in, s_knn = self._parts(model, transform, images, feats)
         zi = (s_in - self.z["input_mu"]) / self.z["input_sd"]
         zk = (s_knn - self.z["knn_mu"]) / self.z["knn_sd"] if self.layer else np.zeros_like(zi)
         score = zi + (self.weight * zk if self.layer else 0.0)
@@ -196,10 +218,11 @@ class DomainCheck:
             frame["score_in_domain"] = score <= self.threshold
         return frame
 
-    def judge(self, model, transform, images: np.ndarray, sizes: list[tuple[int, int]]) -> pd.DataFrame:
+    def judge(self, model, transform, images: np.ndarray, sizes: list[tuple[int, int]],
+              feats: np.ndarray | None = None) -> pd.DataFrame:
         """:meth:`score` plus the resolution check: ``in_domain`` and a one-phrase ``domain_note``
         saying why an image is out of domain ("" when it is not)."""
-        frame = self.score(model, transform, images)
+        frame = self.score(model, transform, images, feats)
         notes = []
         for size, (_, r) in zip(sizes, frame.iterrows()):
             note = self.resolution_note(size)

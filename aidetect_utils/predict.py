@@ -28,6 +28,7 @@ import pandas as pd
 import torch
 
 from .artifacts import ModelFolderError, load_domain_check, load_model_folder
+from .domain import recording, stacked
 from .engine import predict_proba
 from .images import ImageError, decode_image, display_name, iter_image_files
 from .transforms import ArrayDataset, eval_transform
@@ -58,6 +59,16 @@ class Predictor:
         """The domain check of images at ``source_size`` whose files were ``sizes`` (width, height)."""
         return self.domain.judge(self.model, self.transform, images, sizes)
 
+    def score(self, images: np.ndarray, sizes: list[tuple[int, int]]) -> tuple[np.ndarray, pd.DataFrame]:
+        """:meth:`prob_fake` and :meth:`in_domain` from one forward pass per image: the features the
+        domain check reads are recorded while the model computes P(FAKE)."""
+        layer = self.domain.feature_layer
+        if layer is None:
+            return self.prob_fake(images), self.in_domain(images, sizes)
+        with recording(self.model, layer) as feats:
+            probs = self.prob_fake(images)
+        return probs, self.domain.judge(self.model, self.transform, images, sizes, feats=stacked(feats))
+
     def predict_files(self, paths: list[Path]) -> tuple[pd.DataFrame, list[dict]]:
         """One row per readable file: path, prob_fake, label, in_domain, domain_score, domain_note;
         and the unreadable files with their one-line errors."""
@@ -72,10 +83,8 @@ class Predictor:
                 errors.append({"path": display_name(p), "error": str(exc)})
         if not arrays:
             return pd.DataFrame(columns=COLUMNS), errors
-        images = np.stack(arrays)
-        probs = self.prob_fake(images)
+        probs, dom = self.score(np.stack(arrays), sizes)
         labels = np.where(probs >= self.threshold, "FAKE", "REAL")
-        dom = self.in_domain(images, sizes)
         return pd.DataFrame({"path": ok, "prob_fake": probs.round(6), "label": labels,
                              "in_domain": dom["in_domain"].to_numpy(), "domain_score": dom["domain_score"].round(3).to_numpy(),
                              "domain_note": dom["domain_note"].to_numpy()}), errors

@@ -203,3 +203,29 @@ def test_predict_writes_the_domain_columns_and_warns(lite0_check, realworld_memb
     err = capsys.readouterr().err
     assert err.startswith("warning: ") and "of 2 images are out of domain for this model" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_the_predictor_reads_the_domain_features_from_its_own_forward_pass(lite0_check, realworld_members, tmp_path):
+    """predict and the web page score an image and check its domain with one pass of the model,
+    and get the same verdicts, scores and notes as the check run on its own."""
+    from aidetect_utils import artifacts, predict
+    model, prep, check, unseen = lite0_check
+    folder = artifacts.save_model_folder(tmp_path / "m", model, method="t", architecture=model.spec(),
+                                         preprocessing=prep, domain_check=check)
+    pred = predict.Predictor(folder, device="cpu")
+    rw = [decode_image(b, size=32) for _, b in sorted(realworld_members.items())[::10]]      # 10 of them
+    images = np.concatenate([unseen, np.stack([d.array for d in rw])])
+    sizes = [(32, 32)] * len(unseen) + [(32, 32)] * 5 + [d.orig_size for d in rw[5:]]
+    seen = []
+    handle = pred.model.register_forward_hook(lambda _m, inputs, _o: seen.append(len(inputs[0])))
+    try:
+        probs, frame = pred.score(images, sizes)
+    finally:
+        handle.remove()
+    assert sum(seen) == len(images)                                       # each image through the model once
+    alone = pred.in_domain(images, sizes)
+    assert np.allclose(probs, pred.prob_fake(images), atol=1e-6)
+    assert np.allclose(frame["domain_score"], alone["domain_score"], atol=1e-5)
+    assert frame["in_domain"].tolist() == alone["in_domain"].tolist()
+    assert frame["domain_note"].tolist() == alone["domain_note"].tolist()
+    assert not frame["in_domain"].iloc[-5:].any() and frame["in_domain"].iloc[:len(unseen)].mean() > 0.5
