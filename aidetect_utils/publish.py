@@ -59,7 +59,10 @@ def _source(text: str) -> list[str]:
     return text.splitlines(keepends=True)
 
 
-def _scrub(text: str, roots: list[tuple[str, str]]) -> str:
+def _scrub(text: str | list[str], roots: list[tuple[str, str]]) -> str | list[str]:
+    """``text`` (a string, or a notebook's list of lines) with each machine path replaced."""
+    if isinstance(text, list):
+        return [_scrub(line, roots) for line in text]
     for path, replacement in roots:
         text = text.replace(path, replacement)
     return text
@@ -77,11 +80,9 @@ def _scrub_output(out: dict, roots) -> dict | None:
             return None
         for key in ("text/plain", "text/html", "text/markdown", "text/latex"):
             if key in data:
-                v = data[key]
-                data[key] = [_scrub(x, roots) for x in v] if isinstance(v, list) else _scrub(v, roots)
+                data[key] = _scrub(data[key], roots)
     if "text" in out:
-        v = out["text"]
-        out["text"] = [_scrub(x, roots) for x in v] if isinstance(v, list) else _scrub(v, roots)
+        out["text"] = _scrub(out["text"], roots)
     out.get("metadata", {}).pop("papermill", None)
     return out
 

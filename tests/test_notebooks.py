@@ -99,3 +99,38 @@ def test_teaching_text(learner):
     assert len(re.findall(r"^\s*\d+\.\s", exercises, re.M)) >= 2 and "hint" in exercises.lower()
     refs = next((t for t in md if t.lstrip().startswith("## References")), "")
     assert re.search(r"\(\d{4}\)", refs) and "http" in refs
+
+
+def test_clean_turns_an_executed_notebook_into_a_readable_one(tmp_path):
+    """publish.clean on papermill's output: machine paths replaced in every output form (a string or
+    a list of lines), widget views, papermill metadata and the injected cell gone, the parameters
+    cell saying the profile that ran, and a notebook holding an error refused."""
+    project = tmp_path / "proj"
+    here = f"{project}/results/x.csv"
+    nb = {"metadata": {"papermill": {"input_path": f"{project}/notebooks/a.ipynb"}, "widgets": {"state": {}}},
+          "nbformat": 4, "nbformat_minor": 5, "cells": [
+              {"cell_type": "markdown", "id": "t", "metadata": {}, "source": "# 99 · title"},
+              {"cell_type": "code", "id": "p", "metadata": {"tags": ["parameters"]}, "execution_count": 1,
+               "outputs": [], "source": 'profile = "smoke"\noverrides = {}\n'},
+              {"cell_type": "code", "id": "i", "metadata": {"tags": ["injected-parameters"]}, "execution_count": 2,
+               "outputs": [], "source": 'profile = "cpu"\n'},
+              {"cell_type": "code", "id": "c", "metadata": {"papermill": {"duration": 1.0}}, "execution_count": 3,
+               "source": "print(1)", "outputs": [
+                   {"output_type": "stream", "name": "stdout", "text": [f"wrote {here}\n", f"{tmp_path}/scratch\n"]},
+                   {"output_type": "execute_result", "execution_count": 3, "metadata": {},
+                    "data": {"text/plain": f"'{project}'", "application/vnd.jupyter.widget-view+json": {"model_id": "w"}}},
+                   {"output_type": "display_data", "metadata": {},
+                    "data": {"application/vnd.jupyter.widget-view+json": {"model_id": "v"}}}]}]}
+    roots = [(str(project) + "/", ""), (str(project), "."), (str(tmp_path) + "/", "<tmp>/")]
+    out = publish.clean(nb, profile="cpu", overrides={}, seconds=12.0, roots=roots, hardware="a test machine")
+    assert publish.machine_paths(out) == []
+    code = next(c for c in out["cells"] if c["id"] == "c")
+    assert code["outputs"][0]["text"] == ["wrote results/x.csv\n", "<tmp>/scratch\n"]
+    assert code["outputs"][1]["data"] == {"text/plain": "'.'"} and len(code["outputs"]) == 2
+    assert "papermill" not in code["metadata"] and set(out["metadata"]) == {"aidetect"}
+    assert [c["id"] for c in out["cells"]] == ["t", "run-info", "p", "c"]
+    assert "".join(out["cells"][2]["source"]) == publish.parameters_source("cpu")
+    assert out["metadata"]["aidetect"]["code_sha256"] == publish.code_sha256(out)
+    nb["cells"][3]["outputs"].append({"output_type": "error", "ename": "ValueError", "evalue": "x", "traceback": []})
+    with pytest.raises(ValueError, match="never published"):
+        publish.clean(nb, profile="cpu", overrides={}, seconds=1.0, roots=roots, hardware="a test machine")
