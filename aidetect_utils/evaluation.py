@@ -324,12 +324,17 @@ def score_folders(predictors: dict, folders: list) -> pd.DataFrame:
     group (:func:`image_group`), label, prob_fake, and the model folder's domain check
     (``in_domain``, ``domain_score``...) when it has one. Unreadable files are left out (and
     counted by :func:`folder_summary` through ``n_files``)."""
+    from .images import decode_files as decode
     frames = []
     for folder in folders:
         files, labels = folder_images(folder)
         label_of = dict(zip(map(str, files), labels))
+        decoded: dict = {}                                   # source size -> decoded files, once
         for name, pred in predictors.items():
-            table, _ = pred.predict_files(files)
+            size = int(pred.prep["source_size"])
+            if size not in decoded:
+                decoded[size] = decode(files, size)[:3]
+            table = pred.table(*decoded[size])
             table = table.assign(folder=str(folder), method=name, n_files=len(files),
                                  label=[label_of.get(p, -1) for p in table["path"]],
                                  group=[image_group(p) for p in table["path"]])
@@ -419,18 +424,9 @@ def robustness_verdicts(rob: pd.DataFrame, n_images: int, chance: float = 0.5, t
 def decode_files(files: list, size: int) -> tuple[np.ndarray, list[tuple[int, int]], list[str]]:
     """Image files decoded at ``size`` x ``size`` as the predict command decodes them: the
     (N, size, size, 3) uint8 array, each file's original (width, height), and the names of the
-    files that decoded (unreadable ones are left out)."""
-    from .images import ImageError, decode_image, display_name
-    arrays, sizes, names = [], [], []
-    for f in files:
-        try:
-            dec = decode_image(f, size=size)
-        except ImageError:
-            continue
-        arrays.append(dec.array)
-        sizes.append(dec.orig_size)
-        names.append(display_name(f))
-    return (np.stack(arrays) if arrays else np.zeros((0, size, size, 3), np.uint8)), sizes, names
+    files that decoded (unreadable ones are left out; :func:`images.decode_files` also says why)."""
+    from .images import decode_files as decode
+    return decode(files, size)[:3]
 
 
 def domain_scores(predictors: dict, sets: dict) -> pd.DataFrame:

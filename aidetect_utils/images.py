@@ -184,3 +184,20 @@ def iter_image_files(paths: list[str | os.PathLike], missing: list[str] | None =
         else:
             raise FileNotFoundError(f"{display_name(p)}: no such file or folder")
     return out
+
+
+def decode_files(paths: list[str | os.PathLike], size: int) -> tuple[np.ndarray, list[tuple[int, int]], list[str], list[dict]]:
+    """Image files decoded at ``size`` x ``size`` as the predict command decodes them: the
+    (N, size, size, 3) uint8 array of those that decoded, their original (width, height) and
+    display names, and ``{"path", "error"}`` (one line) for each file that did not."""
+    arrays, sizes, names, errors = [], [], [], []
+    for p in paths:
+        try:
+            dec = decode_image(p, size=size)
+        except ImageError as exc:
+            errors.append({"path": display_name(p), "error": str(exc)})
+            continue
+        arrays.append(dec.array)
+        sizes.append(dec.orig_size)
+        names.append(display_name(p))
+    return (np.stack(arrays) if arrays else np.zeros((0, size, size, 3), np.uint8)), sizes, names, errors

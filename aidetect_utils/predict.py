@@ -30,7 +30,7 @@ import torch
 from .artifacts import ModelFolderError, load_domain_check, load_model_folder
 from .domain import recording, stacked
 from .engine import predict_proba
-from .images import ImageError, decode_image, display_name, iter_image_files
+from .images import decode_files, display_name, iter_image_files
 from .transforms import ArrayDataset, eval_transform
 
 
@@ -69,25 +69,21 @@ class Predictor:
             probs = self.prob_fake(images)
         return probs, self.domain.judge(self.model, self.transform, images, sizes, feats=stacked(feats))
 
-    def predict_files(self, paths: list[Path]) -> tuple[pd.DataFrame, list[dict]]:
-        """One row per readable file: path, prob_fake, label, in_domain, domain_score, domain_note;
-        and the unreadable files with their one-line errors."""
-        arrays, sizes, ok, errors = [], [], [], []
-        for p in paths:
-            try:
-                dec = decode_image(p, size=self.prep["source_size"])
-                arrays.append(dec.array)
-                sizes.append(dec.orig_size)
-                ok.append(display_name(p))
-            except ImageError as exc:
-                errors.append({"path": display_name(p), "error": str(exc)})
-        if not arrays:
-            return pd.DataFrame(columns=COLUMNS), errors
-        probs, dom = self.score(np.stack(arrays), sizes)
+    def table(self, images: np.ndarray, sizes: list[tuple[int, int]], names: list[str]) -> pd.DataFrame:
+        """One row per image (decoded at ``source_size`` from a file of ``sizes``, shown as
+        ``names``): path, prob_fake, label, in_domain, domain_score, domain_note."""
+        if not len(names):
+            return pd.DataFrame(columns=COLUMNS)
+        probs, dom = self.score(images, sizes)
         labels = np.where(probs >= self.threshold, "FAKE", "REAL")
-        return pd.DataFrame({"path": ok, "prob_fake": probs.round(6), "label": labels,
+        return pd.DataFrame({"path": names, "prob_fake": probs.round(6), "label": labels,
                              "in_domain": dom["in_domain"].to_numpy(), "domain_score": dom["domain_score"].round(3).to_numpy(),
-                             "domain_note": dom["domain_note"].to_numpy()}), errors
+                             "domain_note": dom["domain_note"].to_numpy()})
+
+    def predict_files(self, paths: list[Path]) -> tuple[pd.DataFrame, list[dict]]:
+        """:meth:`table` of every readable file, and the unreadable files with their one-line errors."""
+        images, sizes, names, errors = decode_files(paths, self.prep["source_size"])
+        return self.table(images, sizes, names), errors
 
 
 def check_output(path: str | os.PathLike) -> Path:

@@ -251,3 +251,32 @@ def test_domain_histogram_draws_every_set_and_the_threshold(tmp_path):
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["a (2)", "b (2)", "threshold 2.00"]
     assert (tmp_path / "d.png").stat().st_size > 0
+
+
+class _TablePredictor:
+    """What score_folders needs of a predict.Predictor: its source size and :meth:`table`."""
+
+    def __init__(self, size: int):
+        self.prep, self.seen = {"source_size": size}, []
+
+    def table(self, images, sizes, names):
+        self.seen.append(images.shape)
+        p = images.reshape(len(images), -1).mean(1) / 255.0
+        return pd.DataFrame({"path": names, "prob_fake": p, "label": np.where(p >= 0.5, "FAKE", "REAL"),
+                             "in_domain": True})
+
+
+def test_score_folders_decodes_each_folder_once_per_source_size(cifake_folder, monkeypatch):
+    from aidetect_utils import images
+    calls = []
+    real = images.decode_files
+    monkeypatch.setattr(images, "decode_files", lambda files, size: calls.append(size) or real(files, size))
+    (cifake_folder / "test" / "FAKE" / "broken.jpg").write_bytes(b"not an image")
+    preds = {"a": _TablePredictor(32), "b": _TablePredictor(32), "c": _TablePredictor(16)}
+    per_image = ev.score_folders(preds, [cifake_folder / "test"])
+    assert calls == [32, 16]                                   # not once per model
+    assert preds["a"].seen == preds["b"].seen == [(60, 32, 32, 3)] and preds["c"].seen == [(60, 16, 16, 3)]
+    assert per_image.groupby("method").size().to_dict() == {"a": 60, "b": 60, "c": 60}
+    assert (per_image["n_files"] == 61).all()                  # the unreadable file counted, not scored
+    assert per_image.groupby("label").size().to_dict() == {0: 90, 1: 90}             # 3 models x 30 each
+    assert (per_image["label"] == per_image["path"].str.contains("/FAKE/").astype(int)).all()
