@@ -40,6 +40,7 @@ def test_nothing_a_reader_should_not_see(path):
         assert "papermill" not in c.get("metadata", {})
         assert "injected-parameters" not in c.get("metadata", {}).get("tags", [])
         assert "NBVAL_" not in _text(c), "test markers belong in cell tags, not in the code"
+        assert "[[NUMBER" not in _text(c), "a text placeholder for a measured number was never filled in"
         for o in c.get("outputs", []):
             assert o["output_type"] != "error"
             assert "Traceback (most recent call last)" not in json.dumps(o)
@@ -51,6 +52,9 @@ def test_snapshot_runs_exactly_the_learner_code(learner):
     parameters cell (the profile) and its outputs."""
     mine, snap = _nb(learner), _nb(SNAPSHOTS / learner.name)
     assert publish.code_cells(snap) == publish.code_cells(mine)
+    text = [[_text(c) for c in nb["cells"] if c["cell_type"] == "markdown" and publish.RUN_INFO_TAG
+             not in c["metadata"].get("tags", [])] for nb in (snap, mine)]
+    assert text[0] == text[1]                                       # and the same text around it
     params = [_text(c) for c in snap["cells"] if "parameters" in c["metadata"].get("tags", [])]
     assert params == [publish.parameters_source("smoke", {})]
     assert snap["metadata"]["aidetect"]["profile"] == "smoke"
