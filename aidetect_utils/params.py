@@ -18,6 +18,7 @@ import yaml
 from .paths import project_root
 
 DEFAULTS = "defaults"
+_active: str | None = None    # the profile of this process's last params.load (see active_profile)
 
 
 def profiles_file() -> Path:
@@ -102,6 +103,13 @@ class Params:
                 f"<table><tr><th>parameter</th><th>value</th><th>set by</th></tr>{body}</table>")
 
 
+def active_profile() -> str | None:
+    """The profile the running notebook chose (its last :func:`load`), or None. A notebook
+    opened alone uses it to prepare the data it needs the way notebook 00 would under the same
+    profile (``splits.load_prepared``)."""
+    return _active
+
+
 def load(profile: str, notebook: str, overrides: dict | None = None, path: str | os.PathLike | None = None) -> Params:
     """The parameters of ``notebook`` under ``profile``, with ``overrides`` on top.
 
@@ -123,4 +131,6 @@ def load(profile: str, notebook: str, overrides: dict | None = None, path: str |
             if values[k] != v:
                 changed[k] = source
             values[k] = v
+    global _active
+    _active = profile
     return Params(profile, notebook, values, changed)

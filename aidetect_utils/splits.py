@@ -6,6 +6,10 @@ files that duplicate a training file, so reported test numbers are on unseen ima
 :func:`make_splits` then draws a seeded, stratified validation set from train (and a test set
 when the source has none) and optional subsets. :func:`save_prepared` writes the result as a
 small ``splits.csv`` beside a pointer to the cache; :func:`load_prepared` gives it back.
+
+Every notebook must run alone (Colab opens each badge in a fresh runtime): when the prepared
+data is missing, :func:`load_prepared` runs notebook 00's steps itself through :func:`prepare`,
+with notebook 00's parameters under the profile the notebook chose and the same source rules.
 """
 from __future__ import annotations
 
@@ -18,8 +22,9 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from .data import Cache, load_cache
-from .paths import data_dir
+from . import params
+from .data import Cache, build_cache, load_cache, resolve_source
+from .paths import data_dir, home, project_root
 
 SUBSETS = ("train", "val", "test")
 
@@ -166,12 +171,47 @@ def save_prepared(cache: Cache, splits: pd.DataFrame, info: dict,
     return out
 
 
-def load_prepared(path: str | os.PathLike | None = None) -> Prepared:
-    """Load what notebook 00 prepared (default ``data/prepared/cifake``)."""
+def prepare(profile: str, overrides: dict | None = None, out_dir: str | os.PathLike | None = None) -> Path:
+    """Notebook 00 in one call: find the source (``data_source``, ``$AIDETECT_CIFAKE``, a
+    previous download, else kagglehub), decode it into the cache, deduplicate, split, and save,
+    with notebook 00's parameters under ``profile`` (plus ``overrides``). Returns the folder."""
+    P = params.load(profile, "00_data_preparation", overrides)
+    cache = build_cache(resolve_source(P.data_source), image_size=P.image_size)
+    kept, report = deduplicate(cache.manifest)
+    split_df = make_splits(kept, val_fraction=P.val_fraction, seed=P.seed,
+                           n_train=P.n_train, n_val=P.n_val, n_test=P.n_test)
+    return save_prepared(cache, split_df, out_dir=out_dir, info={
+        "profile": profile, "seed": P.seed, "val_fraction": P.val_fraction, "image_size": P.image_size,
+        "n_train": P.n_train, "n_val": P.n_val, "n_test": P.n_test, "deduplication": report})
+
+
+def _shown(path: Path) -> str:
+    """A folder as a reader may see it: relative to the data's home or the project."""
+    for base in (home(), project_root()):
+        if path.resolve().is_relative_to(base):
+            return str(path.resolve().relative_to(base))
+    return path.name
+
+
+def load_prepared(path: str | os.PathLike | None = None, profile: str | None = None) -> Prepared:
+    """Load what notebook 00 prepared (default ``data/prepared/cifake``).
+
+    Missing (a notebook opened alone, as in a fresh Colab runtime): prepared here with
+    :func:`prepare` under ``profile``, by default the profile the running notebook chose
+    (``params.active_profile``); one line says so. Prepared under another profile than the
+    notebook's: one line says that too (the subset sizes may differ)."""
     p = Path(path) if path else default_prepared_dir()
+    profile = profile or params.active_profile()
     if not (p / "prepared.json").exists():
-        raise FileNotFoundError(f"{p}: no prepared data; run notebooks/00_data_preparation.ipynb first")
+        if profile is None:
+            raise FileNotFoundError(f"{p}: no prepared data; run notebooks/00_data_preparation.ipynb first")
+        print(f"no prepared data in {_shown(p)}: preparing it now as notebook 00 does under profile "
+              f"{profile!r} (decode, deduplicate, split); later notebooks reuse it")
+        prepare(profile, out_dir=p)
     info = json.loads((p / "prepared.json").read_text())
+    if profile and info.get("profile") not in (None, profile):
+        print(f"note: {_shown(p)} was prepared under profile {info['profile']!r}, this notebook runs "
+              f"{profile!r}; run notebook 00 under {profile!r} to prepare it for this profile")
     splits = pd.read_csv(p / "splits.csv", keep_default_na=False)
     return Prepared(path=p, cache=load_cache(info["cache"]), splits=splits, info=info)
 

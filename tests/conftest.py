@@ -6,6 +6,9 @@ project; nothing extracted from it is ever written inside the repository.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import sysconfig
 import tarfile
 from pathlib import Path
 
@@ -74,3 +77,15 @@ def realworld_members() -> dict[str, bytes]:
                 out[m.name] = tf.extractfile(m).read()
     assert len(out) == 100
     return out
+
+
+def fresh_env_with_torch(where: Path) -> Path:
+    """A new virtual environment that sees this one's packages (torch...) but not aidetect_utils,
+    as a fresh Colab runtime has torch and not this package. Returns its python."""
+    subprocess.run([sys.executable, "-m", "venv", str(where)], check=True)
+    py = where / "bin" / "python"
+    site = Path(subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                               check=True, capture_output=True, text=True).stdout.strip())
+    # this environment's packages, added as a path: its .pth files (the editable aidetect_utils) are not run
+    (site / "borrowed.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    return py

@@ -9,25 +9,15 @@ import os
 import shutil
 import subprocess
 import sys
-import sysconfig
 from pathlib import Path
 
 import pytest
 
 from aidetect_utils import publish
 
+from .conftest import fresh_env_with_torch
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _fresh_env_with_torch(where: Path) -> Path:
-    """A new virtual environment that sees this one's packages (torch...) but not aidetect_utils."""
-    subprocess.run([sys.executable, "-m", "venv", str(where)], check=True)
-    py = where / "bin" / "python"
-    site = Path(subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                               check=True, capture_output=True, text=True).stdout.strip())
-    # this environment's packages, added as a path: its .pth files (the editable aidetect_utils) are not run
-    (site / "borrowed.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    return py
 
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
@@ -38,7 +28,7 @@ def test_setup_cell_clones_and_installs_outside_a_clone(tmp_path):
     subprocess.run(["git", "clone", "-q", "--bare", str(ROOT), str(remote)], check=True)
     content = tmp_path / "content"                    # Colab's working folder
     content.mkdir()
-    py = _fresh_env_with_torch(tmp_path / "env")
+    py = fresh_env_with_torch(tmp_path / "env")
     assert subprocess.run([str(py), "-c", "import aidetect_utils"], cwd=content).returncode != 0
     torch_before = subprocess.run([str(py), "-c", "import torch; print(torch.__file__, torch.__version__)"],
                                   check=True, capture_output=True, text=True).stdout

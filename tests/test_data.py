@@ -3,6 +3,8 @@ import io
 import json
 import shutil
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -162,7 +164,7 @@ def test_splits_are_disjoint_stratified_and_seeded():
     assert a.groupby("subset")["label"].mean().between(0.45, 0.55).all()
 
 
-def test_prepared_roundtrip(cifake_folder, tmp_path):
+def test_prepared_roundtrip(cifake_folder, tmp_path, no_active_profile):
     cache = build_cache(cifake_folder, cache_dir=tmp_path / "c", progress=False)
     kept, _ = splits.deduplicate(cache.manifest)
     sp = splits.make_splits(kept, seed=0)
@@ -174,7 +176,56 @@ def test_prepared_roundtrip(cifake_folder, tmp_path):
     assert np.array_equal(test.images, cache.images[rows["index"].to_numpy()])
     assert json.loads((out / "prepared.json").read_text())["counts"]["test/1"] == 30
     with pytest.raises(FileNotFoundError, match="run notebooks/00"):
-        splits.load_prepared(tmp_path / "nothing")
+        splits.load_prepared(tmp_path / "nothing")     # no notebook chose a profile in this test
+
+
+@pytest.fixture()
+def no_active_profile(monkeypatch):
+    """Forget the profile an earlier test's ``params.load`` left behind."""
+    from aidetect_utils import params
+    monkeypatch.setattr(params, "_active", None)
+
+
+def test_a_notebook_opened_alone_prepares_its_data(cifake_folder, tmp_path, monkeypatch, capsys):
+    """Colab opens every badge in a fresh runtime: notebook 01 run alone finds no prepared data
+    and prepares it itself, as notebook 00 would under the same profile and the same source rules
+    ($AIDETECT_CIFAKE here), in AIDETECT_HOME (the folder a learner keeps on Drive)."""
+    from aidetect_utils import params
+    home = tmp_path / "drive"
+    monkeypatch.setenv("AIDETECT_HOME", str(home))
+    monkeypatch.setenv("AIDETECT_CIFAKE", str(cifake_folder))
+    P = params.load("smoke", "01_vit_finetune")                  # the notebook's parameters cell
+    prep = splits.load_prepared(P.prepared_dir)
+    said = capsys.readouterr().out
+    assert "no prepared data in data/prepared/cifake: preparing it now as notebook 00 does under profile 'smoke'" in said
+    assert prep.path == home / "data" / "prepared" / "cifake" and prep.info["profile"] == "smoke"
+    assert Path(prep.cache.path).is_relative_to(home / "data" / "cache")
+    # the same splits as notebook 00's cells give, step by step, with its smoke parameters
+    P0 = params.load("smoke", "00_data_preparation")
+    cache = build_cache(cifake_folder, image_size=P0.image_size, cache_dir=tmp_path / "by_hand", progress=False)
+    kept, report = splits.deduplicate(cache.manifest)
+    by_hand = splits.make_splits(kept, val_fraction=P0.val_fraction, seed=P0.seed,
+                                 n_train=P0.n_train, n_val=P0.n_val, n_test=P0.n_test)
+    assert prep.splits["id"].tolist() == by_hand["id"].tolist()
+    assert prep.splits["subset"].tolist() == by_hand["subset"].tolist()
+    assert np.array_equal(prep.split("test").images, cache.images[by_hand.loc[by_hand.subset == "test", "index"]])
+    assert prep.info["deduplication"] == report
+    # a second notebook reuses it; one under another profile is told the subset sizes may differ
+    again = splits.load_prepared(P.prepared_dir)
+    assert capsys.readouterr().out == "" and again.splits.equals(prep.splits)
+    params.load("cpu", "04_efficientnet_two_phase")
+    splits.load_prepared()
+    assert "was prepared under profile 'smoke', this notebook runs 'cpu'" in capsys.readouterr().out
+
+
+def test_a_missing_source_is_one_line_when_preparing_alone(tmp_path, monkeypatch):
+    from aidetect_utils import params
+    from aidetect_utils.data import DataSourceError
+    monkeypatch.setenv("AIDETECT_HOME", str(tmp_path))
+    monkeypatch.setenv("AIDETECT_CIFAKE", str(tmp_path / "not-there.tar.gz"))
+    params.load("smoke", "02_vit_frozen_head")
+    with pytest.raises(DataSourceError, match="AIDETECT_CIFAKE=.*not-there.tar.gz: no such file or folder"):
+        splits.load_prepared()
 
 
 def test_sid_set_filter_and_balance():
