@@ -94,7 +94,27 @@ def test_unknown_only_is_an_error(series):
 def test_repository_profiles_are_parameters_of_their_notebooks():
     """Every profile loads for every notebook: no value that is not a parameter (params.load raises)."""
     prof = params.load_profiles()
-    assert {"smoke", "cpu", "full", "gpu", "rehearsal"} <= set(params.profile_names(prof))
+    assert {"smoke", "cpu", "full", "colab", "gpu", "rehearsal"} <= set(params.profile_names(prof))
     for nb in sorted((params.profiles_file().parent).glob("[0-9][0-9]_*.ipynb")):
         for name in params.profile_names(prof):
             assert params.load(name, nb.stem).profile == name
+
+
+def test_colab_profile_is_the_real_recipe_cut_to_a_free_t4():
+    """`colab` runs the hub checkpoints of `full` (nothing local, nothing tiny), the 7B VLM in
+    4 bits on streamed SID_Set, and less work than `full` where `full` would not fit an hour."""
+    def load(profile, nb):
+        return params.load(profile, nb).as_dict()
+    for nb in ("01_vit_finetune", "02_vit_frozen_head", "03_dino_bayesian_head"):
+        assert load("colab", nb)["checkpoint"] == load("full", nb)["checkpoint"]
+        assert "/" in load("colab", nb)["checkpoint"] and not load("colab", nb)["checkpoint"].startswith("data/")
+    assert load("colab", "01_vit_finetune")["epochs"] < load("full", "01_vit_finetune")["epochs"]
+    c4, f4 = load("colab", "04_efficientnet_two_phase"), load("full", "04_efficientnet_two_phase")
+    assert (c4["backbone"], c4["pretrained"], c4["input_size"]) == ("efficientnet_b0", "timm-hub", 224)
+    assert c4["phase1_epochs"] + c4["phase2_epochs"] < f4["phase1_epochs"] + f4["phase2_epochs"]
+    for nb in ("05_qwen_vl_method1_sft", "06_qwen_vl_method2_robust"):
+        c, f = load("colab", nb), load("full", nb)
+        assert c["model_name"] == "Qwen/Qwen2.5-VL-7B-Instruct" and c["load_in_4bit"] is True
+        assert c["dataset"] == "sid_set" and c["sid_set_path"] is None and c["backend"] == "auto"
+        assert c["n_train"] * c["epochs"] <= 1200 < f["n_train"] and c["n_test"] < f["n_test"]
+    assert load("colab", "00_data_preparation")["n_train"] is None          # every CIFAKE image, as full
