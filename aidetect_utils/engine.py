@@ -1,5 +1,6 @@
 """One training loop for every method: 🤗 Accelerate underneath, so the same code runs on a
-CPU, one GPU (bf16 autocast) or several GPUs with ``accelerate launch``.
+CPU, one GPU (bf16 autocast where the GPU has native bf16, fp16 with a gradient scaler on an
+older one such as a T4: ``gpu.autocast_precision``) or several GPUs with ``accelerate launch``.
 
 What :func:`fit` adds to a plain loop, and why:
 
@@ -44,6 +45,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from . import runlog
+from .gpu import autocast_precision, compute_dtype
 from .progress import progress
 
 
@@ -54,7 +56,7 @@ class TrainConfig:
     monitor: str = "val_loss"         # "val_loss" (lower is better) or "val_acc" (higher)
     seed: int = 42
     grad_clip: float | None = None
-    mixed_precision: str = "auto"     # "auto": bf16 on a GPU that has it, else full precision
+    mixed_precision: str = "auto"     # "auto": gpu.autocast_precision (bf16 native, fp16 on a T4, CPU: none)
     restore_best: bool = True
     channels_last: bool = False       # conv nets: NHWC weights and batches (see to_channels_last)
 
@@ -114,8 +116,12 @@ def make_loader(dataset: Dataset, batch_size: int, shuffle: bool = False, num_wo
 
 
 def make_accelerator(mixed_precision: str = "auto") -> Accelerator:
+    """The ``Accelerator`` :func:`fit` trains with. ``"auto"``: :func:`gpu.autocast_precision`
+    decides: bf16 on a GPU that computes in bf16 natively, fp16 (with Accelerate's gradient
+    scaler) on an older GPU such as a T4, "no" (float32) on a CPU. Any other value
+    ("no", "fp16", "bf16") is passed to Accelerate as it is."""
     if mixed_precision == "auto":
-        mixed_precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+        mixed_precision = autocast_precision()
     return Accelerator(mixed_precision=mixed_precision)
 
 
@@ -449,7 +455,7 @@ def predict_proba(model: nn.Module, loader: DataLoader, desc: str = "predict") -
     t0 = time.perf_counter()
     for batch in progress(loader, desc=desc, leave=False):
         x = match_memory_format((batch[0] if isinstance(batch, (list, tuple)) else batch).to(device), channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with torch.autocast(device.type, dtype=compute_dtype(device), enabled=device.type == "cuda"):
             out.append(prob_fake_from_logits(logits_of(model(x))).cpu())
     seconds = time.perf_counter() - t0
     probs = torch.cat(out).numpy().astype(np.float64) if out else np.zeros(0)

@@ -4,6 +4,13 @@ With a CUDA GPU and the ``unsloth`` package, the base model is loaded by Unsloth
 ``FastVisionModel`` (4-bit, its fused kernels and LoRA); otherwise by transformers + peft.
 :func:`select_backend` picks one and says why. Everything after loading (data, prompt, loss
 masking, losses, training loop, scoring, saving) is the same code.
+
+How the base is loaded is decided in one place, :func:`base_load_kwargs`, for training
+(:func:`load_base`) and for reloading a saved model (``detector.VLMDetector.from_folder``): in 4
+bits (nf4, through bitsandbytes) when asked and bitsandbytes runs on the device, else in the
+device's precision (``gpu.compute_dtype``: bf16 on Ampere or newer, fp16 on a T4, the CPU's
+default there). :func:`base_load_record` says how a model's base was loaded, so a saved model is
+reloaded the way it was trained: LoRA adapters learned on a 4-bit base fit that base.
 """
 from __future__ import annotations
 
@@ -62,22 +69,102 @@ def load_base(model_name: str, backend: str, *, load_in_4bit: bool = True, tiny:
     else:
         from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
         from ..models import _from_hub
-        # on a GPU: bf16, loaded straight onto it (Trainer would move it, but scoring before
-        # training, the zero-shot cell, would otherwise run the model on the CPU)
-        kwargs = {"dtype": torch.bfloat16, "device_map": {"": 0}} if torch.cuda.is_available() else {}
-        if load_in_4bit and torch.cuda.is_available() and importlib.util.find_spec("bitsandbytes") is None:
-            warnings.warn("load_in_4bit needs the bitsandbytes package (pip install -e .[gpu]); loading in bf16")
-        elif load_in_4bit and torch.cuda.is_available():
-            from transformers import BitsAndBytesConfig
-            kwargs["quantization_config"] = BitsAndBytesConfig(
-                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
-        model = _from_hub(Qwen2_5_VLForConditionalGeneration, model_name, **kwargs)
+        # on a GPU the model is loaded straight onto it (Trainer would move it, but scoring
+        # before training, the zero-shot cell, would otherwise run the model on the CPU)
+        model = _from_hub(Qwen2_5_VLForConditionalGeneration, model_name,
+                          **load_kwargs_here({"load_in_4bit": load_in_4bit, "quant_type": "nf4"}))
         processor = _from_hub(AutoProcessor, model_name)
     if min_pixels:
         processor.image_processor.min_pixels = min_pixels
     if max_pixels:
         processor.image_processor.max_pixels = max_pixels
     return model, processor
+
+
+# ----------------------------------------------------------- how the base model is loaded
+def base_load_kwargs(load: dict, *, capability: tuple[int, int] | None,
+                     bitsandbytes: bool) -> tuple[dict, str | None]:
+    """The ``from_pretrained`` keyword arguments that load a base model as ``load`` describes,
+    and a one-line note when it cannot be loaded that way here (None when it can).
+
+    ``load``: a :func:`base_load_record` (``load_in_4bit``, and for 4 bits ``quant_type``,
+    ``compute_dtype``, ``double_quant``, ``skip_modules``; else ``dtype``), or a request such as
+    ``{"load_in_4bit": True, "quant_type": "nf4"}``. ``capability``: the CUDA compute capability
+    of the GPU it goes to, None for the CPU. ``bitsandbytes``: whether bitsandbytes runs 4-bit
+    layers on that device. A pure function of its arguments (:func:`load_kwargs_here` supplies
+    this machine's), so what a Colab T4 would get can be checked anywhere.
+
+    The dtype (of a 4-bit model's computation and other weights, or of a whole 16-bit model):
+    on a GPU the recorded 16-bit dtype (trained in fp16 on a T4: fp16 on an A100 too), except
+    bf16 on a GPU without native bf16 (a T4), which gets fp16 with a note; nothing recorded (or
+    float32): ``gpu.compute_dtype``, bf16 on compute capability >= 8.0, else fp16. On the CPU:
+    float32, and a base that is not 4-bit gets no arguments at all (as before).
+
+    - 4 bits and bitsandbytes runs there: a ``BitsAndBytesConfig`` with the recorded settings.
+    - 4 bits without bitsandbytes: the model unquantized (GPU: 16 bits; CPU: as before), with
+      a note saying so.
+    """
+    from ..gpu import compute_dtype
+    on_gpu = capability is not None
+    device = f"the GPU (compute capability {capability[0]}.{capability[1]})" if on_gpu else "the CPU"
+    dtype, note = (compute_dtype(capability=capability) if on_gpu else torch.float32), None
+    wanted = load.get("compute_dtype") if load.get("load_in_4bit") else load.get("dtype")
+    if on_gpu and wanted in ("float16", "bfloat16"):
+        if wanted == "bfloat16" and dtype != torch.bfloat16:
+            note = f"the base was loaded in bfloat16, which {device} lacks natively: float16 instead"
+        else:
+            dtype = getattr(torch, wanted)
+    if load.get("load_in_4bit") and bitsandbytes:
+        from transformers import BitsAndBytesConfig
+        quant = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type=load.get("quant_type") or "nf4", bnb_4bit_compute_dtype=dtype,
+            bnb_4bit_use_double_quant=bool(load.get("double_quant")), llm_int8_skip_modules=load.get("skip_modules"))
+        return ({"quantization_config": quant, "dtype": dtype, "device_map": {"": 0 if on_gpu else "cpu"}}, note)
+    if load.get("load_in_4bit"):
+        where = f"in {str(dtype).removeprefix('torch.')} on {device}" if on_gpu else f"in full precision on {device}"
+        note = (f"a 4-bit ({load.get('quant_type') or 'nf4'}) base needs bitsandbytes, which is not installed or "
+                f"does not run on {device} (pip install -e .[gpu]): loading it {where} instead")
+    return ({"dtype": dtype, "device_map": {"": 0}} if on_gpu else {}), note
+
+
+def bitsandbytes_runs_on(device_type: str) -> bool:
+    """Whether the bitsandbytes package is installed and runs 4-bit layers on ``device_type``
+    ("cuda" or "cpu"; recent releases run on a CPU too, bitsandbytes 0.50.2 does)."""
+    if importlib.util.find_spec("bitsandbytes") is None:
+        return False
+    if device_type == "cuda":
+        return True
+    import bitsandbytes          # imported only when asked: it prints notes about its kernels
+    return device_type in getattr(bitsandbytes, "supported_torch_devices", ())
+
+
+def load_kwargs_here(load: dict) -> dict:
+    """:func:`base_load_kwargs` for this machine (its first GPU, else the CPU); a model that
+    cannot be loaded as ``load`` says is loaded as the note says, with the note as a warning."""
+    capability = torch.cuda.get_device_capability(0) if torch.cuda.is_available() else None
+    has_bnb = bool(load.get("load_in_4bit")) and bitsandbytes_runs_on("cuda" if capability else "cpu")
+    kwargs, note = base_load_kwargs(load, capability=capability, bitsandbytes=has_bnb)
+    if note:
+        warnings.warn(note, stacklevel=2)
+    return kwargs
+
+
+def base_load_record(model) -> dict:
+    """How ``model``'s base (under its LoRA adapters, if any) was loaded: ``{"load_in_4bit":
+    True, "quant_type": "nf4", "compute_dtype": "float16", "double_quant": False,
+    "skip_modules": None}`` for a 4-bit base (read from its ``quantization_config``, whether
+    transformers or Unsloth loaded it), ``{"load_in_4bit": False, "dtype": "bfloat16"}``
+    otherwise. Saved in the model folder and passed back to :func:`base_load_kwargs` on reload."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    quant = getattr(base.config, "quantization_config", None)
+    quant = quant.to_dict() if hasattr(quant, "to_dict") else dict(quant or {})
+    if getattr(base, "is_loaded_in_4bit", False) or quant.get("load_in_4bit"):
+        return {"load_in_4bit": True, "quant_type": quant.get("bnb_4bit_quant_type", "nf4"),
+                "compute_dtype": str(quant.get("bnb_4bit_compute_dtype", "float32")).removeprefix("torch."),
+                "double_quant": bool(quant.get("bnb_4bit_use_double_quant", False)),
+                "skip_modules": quant.get("llm_int8_skip_modules")}
+    dtype = next(p.dtype for p in base.parameters() if p.is_floating_point())
+    return {"load_in_4bit": False, "dtype": str(dtype).removeprefix("torch.")}
 
 
 def add_lora(model, backend: str, r: int = 16, alpha: int = 16, dropout: float = 0.0, seed: int = 0):

@@ -10,8 +10,10 @@ def detection_data(dataset: str = "cifake", *, image_size: int, n_train: int | N
 
     ``cifake``: random subsets of notebook 00's prepared train and test splits (32 px images,
     upsized to ``image_size`` by the transform). ``sid_set``: the hub's ``train`` and
-    ``validation`` splits, label 2 dropped, at least ``min_width`` px wide, balanced, decoded at
-    ``image_size`` (needs internet, or ``sid_set_path``: a local folder in its layout).
+    ``validation`` splits streamed (``sidset.sid_set_split``): label 2 dropped, at least
+    ``min_width`` px wide, the first ``n // 2`` of each class, each decoded at ``image_size`` as
+    it arrives, reading stopped once both classes are full (needs internet, or
+    ``sid_set_path``: a local folder in its layout).
     """
     if dataset == "cifake":
         from ..splits import load_prepared
@@ -19,12 +21,12 @@ def detection_data(dataset: str = "cifake", *, image_size: int, n_train: int | N
         train = data.split("train").sample(n_train, seed=seed)
         test = data.split("test").sample(n_test, seed=seed)
     elif dataset == "sid_set":
-        from ..sidset import load_sid_set, to_image_split
+        from ..sidset import sid_set_split
         half = lambda n: None if n is None else max(1, n // 2)
-        load = lambda split, n: load_sid_set(split, min_width=min_width, max_per_class=half(n), seed=seed,
-                                             path=sid_set_path)
-        train = to_image_split(load("train", n_train), image_size, desc="SID_Set train")
-        test = to_image_split(load("validation", n_test), image_size, desc="SID_Set validation")
+        load = lambda split, n: sid_set_split(split, image_size, min_width=min_width, max_per_class=half(n),
+                                              seed=seed, path=sid_set_path)
+        train = load("train", n_train)
+        test = load("validation", n_test)
     else:
         raise ValueError(f"dataset must be 'cifake' or 'sid_set', got {dataset!r}")
     return train, test, vlm_preprocessing(image_size, source_size=train.images.shape[1])

@@ -4,12 +4,15 @@ Scoring never parses generated text: :class:`VLMDetector` reads the next-token l
 answer position and keeps the two answer tokens, so ``softmax([l_Real, l_Fake])[1]`` is
 P(FAKE). Being an ``nn.Module`` that takes image tensors, the shared evaluation,
 ``predictions.csv``, the predict command and notebook 07 treat it the same way. Its model
-folder (``adapter/``, ``processor/``, and for a tiny model ``base/``) is registered as the
-``qwen_vl_lora`` builder.
+folder (``adapter/``, ``processor/``, and the base: ``base/`` for a tiny model, whose weights are
+saved whole, or ``base_load.json`` for a hub model, which is named and reloaded) is registered as
+the ``qwen_vl_lora`` builder. ``base_load.json`` records how the hub base was loaded (4-bit nf4
+or not, the compute dtype), so a model fine-tuned on a 4-bit base is reloaded on one.
 """
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +20,11 @@ import torch
 from torch import nn
 
 from ..registry import register
-from .backends import for_inference
+from .backends import base_load_record, for_inference, load_kwargs_here
 from .prompt import VLMCollator, answer_token_ids
 from .tiny import TINY
+
+BASE_LOAD = "base_load.json"       # in a model folder: how the base was loaded (backends.base_load_record)
 
 
 class VLMDetector(nn.Module):
@@ -47,16 +52,24 @@ class VLMDetector(nn.Module):
         return {"builder": "qwen_vl_lora", "kwargs": {"base_model": self.base_model, "backend": self.backend}}
 
     def save_folder(self, folder: str | Path) -> None:
-        """``adapter/`` (peft, safetensors), ``processor/``, and for a tiny model built from a
-        config its base weights in ``base/`` (a hub model is named, not copied)."""
+        """``adapter/`` (peft, safetensors), ``processor/``, and the base: for a tiny model built
+        from a config its weights in ``base/``; a hub model is named, not copied, and
+        ``base_load.json`` records how it was loaded (``backends.base_load_record``)."""
         folder = Path(folder)
         self.model.save_pretrained(folder / "adapter")
         self.processor.save_pretrained(folder / "processor")
         if self.base_model == TINY:
             copy.deepcopy(self.model).unload().save_pretrained(folder / "base", safe_serialization=True)
+        else:
+            (folder / BASE_LOAD).write_text(json.dumps(base_load_record(self.model), indent=1))
 
     @classmethod
     def from_folder(cls, folder: str | Path, base_model: str, backend: str = "transformers") -> "VLMDetector":
+        """The detector :meth:`save_folder` wrote, with transformers + peft (whichever backend
+        trained it). A hub base is loaded the way ``base_load.json`` says it was for training
+        (``backends.base_load_kwargs``): in 4 bits again where bitsandbytes runs, else
+        unquantized with a one-line warning. A folder saved before that file existed is
+        reloaded as a 16-bit base (on a GPU) as it was then. A tiny base is loaded from ``base/``."""
         from peft import PeftModel
         from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
         from ..models import _from_hub
@@ -65,10 +78,17 @@ class VLMDetector(nn.Module):
         if base_model == TINY:
             base = Qwen2_5_VLForConditionalGeneration.from_pretrained(folder / "base", use_safetensors=True)
         else:
-            kwargs = {"dtype": torch.bfloat16, "device_map": {"": 0}} if torch.cuda.is_available() else {}
-            base = _from_hub(Qwen2_5_VLForConditionalGeneration, base_model, **kwargs)
+            record = read_base_load(folder)
+            base = _from_hub(Qwen2_5_VLForConditionalGeneration, base_model, **load_kwargs_here(record))
         model = PeftModel.from_pretrained(base, folder / "adapter")
         return cls(model.eval(), processor, base_model, "transformers")
+
+
+def read_base_load(folder: str | Path) -> dict:
+    """A model folder's ``base_load.json``; ``{"load_in_4bit": False}`` (a 16-bit base) for a
+    folder saved before the file existed."""
+    file = Path(folder) / BASE_LOAD
+    return json.loads(file.read_text()) if file.exists() else {"load_in_4bit": False}
 
 
 def to_model(model, batch: dict) -> dict:

@@ -66,6 +66,7 @@ def train_lora(model, processor, train_dataset, out_dir: str | Path, *, loss: st
     from transformers.trainer_utils import get_last_checkpoint
 
     from .. import runlog
+    from ..gpu import autocast_precision
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     settings = dict(loss=loss, focal_alpha=focal_alpha, focal_gamma=focal_gamma, epochs=epochs, lr=lr,
@@ -75,12 +76,13 @@ def train_lora(model, processor, train_dataset, out_dir: str | Path, *, loss: st
     fresh_reason = _forget_other_runs(out_dir, fingerprint)
     steps = int(np.ceil(len(train_dataset) / (batch_size * grad_accum)) * epochs)
     cuda = torch.cuda.is_available()
+    precision = autocast_precision()   # bf16 where native, fp16 (+ Trainer's gradient scaler) on a T4, CPU: no
     args = TrainingArguments(
         output_dir=str(out_dir), num_train_epochs=epochs, per_device_train_batch_size=batch_size,
         gradient_accumulation_steps=grad_accum, learning_rate=lr, lr_scheduler_type=scheduler,
         warmup_steps=int(round(warmup_ratio * steps)), weight_decay=weight_decay, optim=optim,
         logging_steps=logging_steps, save_strategy="steps", save_steps=save_steps, save_total_limit=1,
-        report_to="none", seed=seed, data_seed=seed, bf16=cuda and torch.cuda.is_bf16_supported(),
+        report_to="none", seed=seed, data_seed=seed, bf16=precision == "bf16", fp16=precision == "fp16",
         use_cpu=not cuda, remove_unused_columns=False, dataloader_num_workers=0,
         disable_tqdm=not progress_enabled())
     trainer = _trainer_class()(model=model, args=args, train_dataset=train_dataset,
