@@ -32,18 +32,36 @@ TABLE_COLUMNS = ["accuracy", "accuracy_ci", "balanced_accuracy", "precision_fake
 
 
 # ------------------------------------------------------------------------------ results on disk
+def series_methods() -> dict[str, str]:
+    """{results folder: the notebook that writes it} for every method notebook of the series
+    (their ``method`` parameter in ``profiles.yaml``)."""
+    from . import params
+    profiles = params.load_profiles()
+    return {values["method"]: nb for nb in (profiles.get(params.DEFAULTS) or {})
+            if "method" in (values := params.defaults_for(profiles, nb))}
+
+
 def discover(results_root: str | Path) -> tuple[dict, list[str]]:
     """{method: (metrics record, predictions DataFrame)} for every ``results/*/metrics.json``,
-    and a list of one-line notes on folders that were skipped (and why)."""
+    and a list of one-line notes on folders that were skipped (and why) and on the series'
+    methods that have no results yet, naming the notebook that produces each (a notebook opened
+    alone, as Colab opens it, compares what is there)."""
     from .artifacts import read_results
+    from .params import active_profile
     found, notes = {}, []
-    for d in sorted(Path(results_root).iterdir()):
+    root = Path(results_root)
+    for d in sorted(root.iterdir()) if root.is_dir() else ():
         if not (d / "metrics.json").exists():
             continue
         try:
             found[d.name] = read_results(d)
         except (ValueError, OSError, json.JSONDecodeError) as exc:
             notes.append(f"{d.name}: skipped ({exc})")
+    profile = active_profile()
+    for method, nb in series_methods().items():
+        if method not in found and not any(n.startswith(f"{method}:") for n in notes):
+            notes.append(f"{method}: no results yet; notebooks/{nb}.ipynb produces them"
+                         + (f" (run it under profile {profile!r})" if profile else ""))
     return found, notes
 
 
@@ -51,7 +69,7 @@ def align(found: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(labels, P(FAKE)) on the test images every method scored: ``labels`` has id, label and
     cifar_class; ``probs`` one column per method, rows in the same order."""
     if not found:
-        raise ValueError("no results found: run at least one method notebook first")
+        raise ValueError("no results found: run at least one method notebook (01-06) first")
     common = None
     for _, pred in found.values():
         ids = set(pred["id"].astype(str))

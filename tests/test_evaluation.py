@@ -280,3 +280,28 @@ def test_score_folders_decodes_each_folder_once_per_source_size(cifake_folder, m
     assert (per_image["n_files"] == 61).all()                  # the unreadable file counted, not scored
     assert per_image.groupby("label").size().to_dict() == {0: 90, 1: 90}             # 3 models x 30 each
     assert (per_image["label"] == per_image["path"].str.contains("/FAKE/").astype(int)).all()
+
+
+def test_discover_names_the_notebook_behind_each_missing_method(tmp_path, monkeypatch):
+    """07 opened alone (a fresh Colab runtime) compares what is there and says which notebook
+    produces each method that is not."""
+    from aidetect_utils import artifacts, params
+    monkeypatch.setattr(params, "_active", "colab")
+    y = np.array([0, 1, 0, 1])
+    artifacts.write_results(tmp_path / "efficientnet_two_phase", method="efficientnet_two_phase", backbone="b0",
+                            profile="colab", ids=["a", "b", "c", "d"], labels=y, prob_fake=[0.1, 0.9, 0.4, 0.7],
+                            trainable_params=1, total_params=2, train_seconds=1.0, inference_seconds=1.0)
+    (tmp_path / "vit_finetune").mkdir()                      # a folder without results: not a method yet
+    found, notes = ev.discover(tmp_path)
+    assert list(found) == ["efficientnet_two_phase"]
+    assert notes == [
+        "vit_finetune: no results yet; notebooks/01_vit_finetune.ipynb produces them (run it under profile 'colab')",
+        "vit_frozen_head: no results yet; notebooks/02_vit_frozen_head.ipynb produces them (run it under profile 'colab')",
+        "dino_bayesian_head: no results yet; notebooks/03_dino_bayesian_head.ipynb produces them (run it under profile 'colab')",
+        "qwen_vl_sft: no results yet; notebooks/05_qwen_vl_method1_sft.ipynb produces them (run it under profile 'colab')",
+        "qwen_vl_robust: no results yet; notebooks/06_qwen_vl_method2_robust.ipynb produces them (run it under profile 'colab')",
+    ]
+    found, notes = ev.discover(tmp_path / "nothing-yet")     # a fresh runtime: no results/ at all
+    assert found == {} and len(notes) == 6
+    with pytest.raises(ValueError, match=r"no results found: run at least one method notebook \(01-06\) first"):
+        ev.align(found)
