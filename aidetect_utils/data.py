@@ -10,6 +10,14 @@ per image: id, split, label, CIFAR class parsed from the file name, sha256 of th
 original size and mode), ``report.json`` (skipped and converted files) and ``meta.json``. It is
 written to a temporary folder and renamed into place, so an interrupted build never leaves a
 half cache; a valid cache for the same source and size makes ``build_cache`` a no-op.
+
+A cache has a version: :func:`content_hash`, computed from its manifest (which file, split and
+label each row is, and the sha256 of the file's bytes) and the images' shape, so a cache rebuilt
+from another source, or at another size, has another hash. ``splits.save_prepared`` records it
+and every reader of the prepared data checks it. A damaged cache (a truncated ``images.npy``, a
+cut or edited manifest, unreadable JSON) is found when it is opened (:class:`CacheDamaged`, one
+line naming the file): :func:`build_cache` then rebuilds it from its source, and so does
+:func:`load_or_rebuild` while that source is still where the cache was built from.
 """
 from __future__ import annotations
 
@@ -53,15 +61,31 @@ class DataSourceError(RuntimeError):
     """The dataset source is missing or not in a layout we understand (one-line message)."""
 
 
+class CacheDamaged(DataSourceError):
+    """A file of a data cache is missing, truncated or unreadable; the one-line message names
+    the file and the remedy (notebook 00 rebuilds it)."""
+
+    def __init__(self, cache: Path, file: str, problem: str):
+        self.cache, self.file, self.problem = Path(cache), file, problem
+        if not file:      # the whole folder is gone: nothing to delete
+            super().__init__(f"{display_name(self.cache)}: data cache {problem}; re-run "
+                             "notebooks/00_data_preparation.ipynb, which builds it")
+            return
+        super().__init__(f"{display_name(self.cache / file)}: damaged data cache ({problem}); re-run notebooks/"
+                         f"00_data_preparation.ipynb, which rebuilds it, or delete {display_name(self.cache)}")
+
+
 @dataclass
 class Cache:
-    """A decoded dataset: ``images[manifest.index]`` is the image of each manifest row."""
+    """A decoded dataset: ``images[manifest.index]`` is the image of each manifest row.
+    ``content_hash``: its version (:func:`content_hash`)."""
 
     path: Path
     images: np.ndarray
     manifest: pd.DataFrame
     report: dict
     meta: dict
+    content_hash: str = ""
 
     def __len__(self) -> int:
         return len(self.manifest)
@@ -257,14 +281,137 @@ def default_cache_dir(name: str, image_size: int) -> Path:
     return data_dir() / "cache" / f"{name}-{image_size}px"
 
 
+MANIFEST_KEY = ("id", "split", "label", "sha256")     # what identifies each row's image
+
+
+def content_hash(manifest: pd.DataFrame, shape: tuple) -> str:
+    """The version of a cache: sha256 of the cache format, the images' shape and, row by row,
+    each image's id, split, label and the sha256 of its file's bytes.
+
+    Decoded pixels are a function of the file bytes and the image size, so this names the
+    cache's content without reading its images (about 0.05 s for 120,000 rows, where hashing
+    the 368 MB of pixels would take seconds on every load)."""
+    h = hashlib.sha256(f"aidetect-cache/{CACHE_FORMAT}/{tuple(int(n) for n in shape)}".encode())
+    for col in MANIFEST_KEY:
+        h.update(b"\0" + "\n".join(map(str, manifest[col].tolist())).encode("utf-8", "surrogatepass"))
+    return h.hexdigest()
+
+
+def _read_json(path: Path, file: str) -> dict:
+    try:
+        value = json.loads((path / file).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CacheDamaged(path, file, "missing") from None
+    except (OSError, ValueError) as exc:
+        raise CacheDamaged(path, file, f"unreadable: {type(exc).__name__}: {one_line(exc, 120)}") from None
+    if not isinstance(value, dict):
+        raise CacheDamaged(path, file, "not a JSON object")
+    return value
+
+
+def _open_images(path: Path, image_size: int | None) -> np.ndarray:
+    """``images.npy`` memory-mapped, after its header was checked against the file's length
+    (a truncated file is named with both sizes, not numpy's "mmap length is greater than file
+    size") and its shape against an image cache's."""
+    f = path / "images.npy"
+    fmt = np.lib.format
+    try:
+        with open(f, "rb") as fh:
+            version = fmt.read_magic(fh)
+            reader = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}.get(version)
+            if reader is None:
+                raise ValueError(f"unsupported .npy version {version}")
+            shape, _, dtype = reader(fh)
+            expected = fh.tell() + int(np.prod(shape)) * dtype.itemsize
+        size = f.stat().st_size
+    except FileNotFoundError:
+        raise CacheDamaged(path, "images.npy", "missing") from None
+    except (OSError, ValueError, EOFError) as exc:
+        raise CacheDamaged(path, "images.npy", f"not a readable .npy file: {one_line(exc, 120)}") from None
+    if size < expected:
+        raise CacheDamaged(path, "images.npy", f"truncated: {size:,} of {expected:,} bytes")
+    if dtype != np.uint8 or len(shape) != 4 or shape[3] != 3 or shape[1] != shape[2] \
+            or (image_size is not None and shape[1] != image_size):
+        raise CacheDamaged(path, "images.npy", f"holds {dtype} {shape}, not (N, {image_size or 'S'}, "
+                                               f"{image_size or 'S'}, 3) uint8 images")
+    try:
+        return np.load(f, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise CacheDamaged(path, "images.npy", f"cannot be opened: {one_line(exc, 120)}") from None
+
+
+def read_table(source) -> pd.DataFrame:
+    """A manifest or splits CSV with ids and file hashes as text (ids always hold a "/"; a
+    sha256 of digits only would be read as a number, so then the file is read again as text:
+    forcing text on every read costs 0.03 s per 120,000 rows)."""
+    m = pd.read_csv(source, keep_default_na=False)
+    if "sha256" in m.columns and not pd.api.types.is_string_dtype(m["sha256"]):
+        if hasattr(source, "seek"):
+            source.seek(0)
+        m = pd.read_csv(source, keep_default_na=False, dtype={"sha256": str})
+    return m
+
+
+def _read_manifest(path: Path, n_images: int) -> pd.DataFrame:
+    """``manifest.csv``, checked to describe the ``n_images`` images row by row (a cut or edited
+    manifest would pair images with the wrong labels)."""
+    f = path / "manifest.csv"
+    try:
+        m = read_table(f)
+    except FileNotFoundError:
+        raise CacheDamaged(path, "manifest.csv", "missing") from None
+    except (OSError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise CacheDamaged(path, "manifest.csv", f"unreadable: {type(exc).__name__}: {one_line(exc, 120)}") from None
+    missing = [c for c in ("index", *MANIFEST_KEY) if c not in m.columns]
+    if missing:
+        raise CacheDamaged(path, "manifest.csv", f"no column {missing[0]!r}")
+    if len(m) != n_images:
+        raise CacheDamaged(path, "manifest.csv", f"{len(m):,} rows for {n_images:,} images")
+    if not (m["index"].to_numpy() == np.arange(n_images)).all() or not m["label"].isin([0, 1]).all() \
+            or not m["sha256"].str.fullmatch(r"[0-9a-f]{64}").all():
+        raise CacheDamaged(path, "manifest.csv", "rows that are not index, label 0/1 and a sha256 in order")
+    return m
+
+
 def load_cache(path: str | os.PathLike) -> Cache:
-    """Open a cache written by :func:`build_cache` (images memory-mapped, never pickled)."""
+    """Open a cache written by :func:`build_cache` (images memory-mapped, never pickled), after
+    checking that its files are whole and agree with each other; raises :class:`CacheDamaged`
+    (one line naming the file) when one is not."""
     path = Path(path)
-    meta = json.loads((path / "meta.json").read_text())
-    images = np.load(path / "images.npy", mmap_mode="r", allow_pickle=False)
-    manifest = pd.read_csv(path / "manifest.csv", keep_default_na=False)
-    report = json.loads((path / "report.json").read_text())
-    return Cache(path=path, images=images, manifest=manifest, report=report, meta=meta)
+    if not path.is_dir():
+        raise CacheDamaged(path, "", "missing")
+    meta = _read_json(path, "meta.json")
+    images = _open_images(path, meta.get("image_size"))
+    manifest = _read_manifest(path, images.shape[0])
+    report = _read_json(path, "report.json")
+    version = content_hash(manifest, images.shape)
+    if meta.get("content_hash") not in (None, version):
+        raise CacheDamaged(path, "manifest.csv", "its rows differ from those the cache was built with "
+                                                 "(content hash in meta.json)")
+    return Cache(path=path, images=images, manifest=manifest, report=report, meta=meta, content_hash=version)
+
+
+def load_or_rebuild(path: str | os.PathLike, progress: bool = True) -> Cache:
+    """:func:`load_cache`, and when the cache is damaged, rebuild it in place from the source
+    its ``meta.json`` names if that source is still there and unchanged (one line says so);
+    otherwise the :class:`CacheDamaged` line. The rebuilt cache has the same content hash as
+    the one that was damaged, so splits prepared on it stay valid."""
+    path = Path(path)
+    try:
+        return load_cache(path)
+    except CacheDamaged as exc:
+        try:
+            meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
+            source = Path(meta["source"]["path"])
+            same = source.exists() and _fingerprint(source) == meta["source"]
+        except (OSError, ValueError, KeyError, TypeError):
+            same = False
+        if not same:
+            raise
+        print(f"{exc.file} of the data cache {display_name(path)} is damaged ({exc.problem}): rebuilding it "
+              f"from {display_name(source)}")
+        return build_cache(source, name=meta.get("name", "cifake"), image_size=meta["image_size"], cache_dir=path,
+                           force=True, progress=progress)
 
 
 def _cache_is_valid(path: Path, fingerprint: dict, image_size: int) -> bool:
@@ -293,7 +440,10 @@ def build_cache(source: str | os.PathLike, name: str = "cifake", image_size: int
     cache_path = Path(cache_dir) if cache_dir else default_cache_dir(name, image_size)
     fingerprint = _fingerprint(source)
     if not force and _cache_is_valid(cache_path, fingerprint, image_size):
-        return load_cache(cache_path)
+        try:
+            return load_cache(cache_path)
+        except CacheDamaged as exc:    # e.g. a truncated images.npy: decode the source again
+            print(f"{exc.file} of the data cache {display_name(cache_path)} is damaged ({exc.problem}): rebuilding it")
 
     t0 = time.perf_counter()
     rows, arrays, skipped, converted = [], [], [], []
@@ -344,7 +494,9 @@ def build_cache(source: str | os.PathLike, name: str = "cifake", image_size: int
     manifest["cifar_class_name"] = [CIFAR10_CLASSES[c] if c >= 0 else "" for c in manifest["cifar_class"]]
     report = {"n_images": len(manifest), "n_skipped": len(skipped), "n_converted": len(converted),
               "skipped": skipped, "converted": converted[:1000]}
+    images = np.stack(arrays).astype(np.uint8)
     meta = {"format": CACHE_FORMAT, "name": name, "source": fingerprint, "image_size": image_size,
+            "content_hash": content_hash(manifest, images.shape),
             "build_seconds": round(time.perf_counter() - t0, 2),
             "counts": manifest.groupby(["split", "label_name"]).size().rename("n").reset_index()
                               .to_dict(orient="records")}
@@ -352,7 +504,7 @@ def build_cache(source: str | os.PathLike, name: str = "cifake", image_size: int
     tmp = cache_path.with_name(cache_path.name + f".tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    np.save(tmp / "images.npy", np.stack(arrays).astype(np.uint8), allow_pickle=False)
+    np.save(tmp / "images.npy", images, allow_pickle=False)
     manifest.to_csv(tmp / "manifest.csv", index=False)
     (tmp / "report.json").write_text(json.dumps(report, indent=1))
     (tmp / "meta.json").write_text(json.dumps(meta, indent=1))  # written last: marks completeness

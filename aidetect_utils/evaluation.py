@@ -1,7 +1,9 @@
 """Notebook 07: every method side by side, on the same test images.
 
 - **Which results exist**: :func:`discover` reads every ``results/<method>/`` with a valid
-  ``metrics.json`` (any subset of methods), :func:`align` keeps the test images all of them scored.
+  ``metrics.json`` (any subset of methods), :func:`align` keeps the test images all of them scored,
+  says in one line when some methods scored other test images than the rest (the data was
+  prepared again between their runs), and refuses to rank on fewer than :data:`MIN_COMMON`.
 - **Is the difference real**: :func:`bootstrap_ci` (percentile bootstrap over test images) and
   :func:`mcnemar` (paired test on the images where exactly one of two methods is right: exact
   binomial below 25 discordant pairs, chi-square with continuity correction above; scipy).
@@ -26,6 +28,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from .metrics import classification_metrics, confidence_bins, expected_calibration_error  # noqa: F401 (07 uses ECE via ev)
 
+MIN_COMMON = 100   # fewest common test images (both classes among them) a comparison is ranked on
 TABLE_COLUMNS = ["accuracy", "accuracy_ci", "balanced_accuracy", "precision_fake", "recall_fake", "f1_fake",
                  "roc_auc", "roc_auc_ci", "pr_auc", "tpr_at_5pct_fpr", "ece", "trainable_params",
                  "total_params", "train_seconds", "inference_images_per_second", "device", "profile", "n_test"]
@@ -65,15 +68,53 @@ def discover(results_root: str | Path) -> tuple[dict, list[str]]:
     return found, notes
 
 
-def align(found: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+def group_by_test_set(found: dict) -> list[list[str]]:
+    """The methods grouped by the test images they scored, largest set first: a method whose
+    images all lie in a larger method's set belongs to its group (05/06 score a seeded sample of
+    the same test split), one whose images do not was scored on other data."""
+    ids = {name: set(pred["id"].astype(str)) for name, (_, pred) in found.items()}
+    groups: list[tuple[set, list[str]]] = []
+    for name in sorted(ids, key=lambda n: -len(ids[n])):
+        home = next((g for g in groups if ids[name] <= g[0]), None)
+        if home is None:
+            groups.append((ids[name], [name]))
+        else:
+            home[1].append(name)
+    return [names for _, names in groups]
+
+
+def _different_test_sets(found: dict, groups: list[list[str]], n_common: int) -> str:
+    """One line naming the methods scored on other test images than the largest group."""
+    main = max(groups, key=len)
+    size = {name: len(pred) for name, (_, pred) in found.items()}
+    others = [f"{', '.join(g)} ({max(size[n] for n in g):,} images)" for g in groups if g is not main]
+    named = sum(len(g) for g in groups if g is not main)
+    return (f"warning: the methods were scored on different test sets: {'; '.join(others)} "
+            f"{'differs' if named == 1 else 'differ'} from {', '.join(main)} ({max(size[n] for n in main):,} "
+            f"images); {n_common:,} images are common to all (was the data prepared again between their runs? "
+            "re-run the methods on the same prepared data)")
+
+
+def align(found: dict, min_common: int = MIN_COMMON) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(labels, P(FAKE)) on the test images every method scored: ``labels`` has id, label and
-    cifar_class; ``probs`` one column per method, rows in the same order."""
+    cifar_class; ``probs`` one column per method, rows in the same order.
+
+    When some methods scored other test images than the rest (not a sample of the same ones),
+    one printed line names them (console and notebook). A ranking is refused (ValueError, one
+    line naming the methods and counts) when the common images are fewer than ``min_common``,
+    or lack a class every method scored: a comparison on the two images that survive the
+    alignment reads as a perfect or a useless detector. A run whose every method scored fewer
+    images than ``min_common`` (a deliberately tiny test set) needs all of the smallest set in
+    common instead, so only images lost to the alignment are counted against it."""
     if not found:
         raise ValueError("no results found: run at least one method notebook (01-06) first")
     common = None
     for _, pred in found.values():
         ids = set(pred["id"].astype(str))
         common = ids if common is None else common & ids
+    groups = group_by_test_set(found)
+    if len(groups) > 1:
+        print(_different_test_sets(found, groups, len(common)), flush=True)
     if not common:
         raise ValueError("the methods share no test image ids (were they run on different data?)")
     first = next(iter(found.values()))[1]
@@ -86,7 +127,25 @@ def align(found: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
         if not (p.loc[base["id"], "label"].to_numpy() == base["label"].to_numpy()).all():
             raise ValueError(f"{name}: labels disagree with the other methods on the same ids")
         probs[name] = p.loc[base["id"], "prob_fake"].to_numpy(dtype=float)
+    _enough_in_common(found, base, min_common)
     return base, probs
+
+
+def _enough_in_common(found: dict, base: pd.DataFrame, min_common: int) -> None:
+    """Refuse (one line) a comparison on fewer common images than ``min_common`` (or than the
+    smallest method's whole set, when every method scored fewer), or without a class that
+    every method scored."""
+    need = min(min_common, min(len(pred) for _, pred in found.values()))
+    every = set.intersection(*(set(pred["label"].astype(int)) for _, pred in found.values()))
+    have = set(base["label"].astype(int))
+    if len(base) >= need and every <= have:
+        return
+    y = base["label"].to_numpy()
+    scored = ", ".join(f"{name} {len(pred):,}" for name, (_, pred) in found.items())
+    raise ValueError(f"only {len(base):,} test images (REAL {int((y == 0).sum()):,}, FAKE {int((y == 1).sum()):,}) are "
+                     f"common to the methods (scored: {scored}): too few to rank them (evaluation.MIN_COMMON = "
+                     f"{min_common}, both classes); re-run the methods on the same prepared data, or leave out the "
+                     "ones scored on other data (parameter methods)")
 
 
 # ------------------------------------------------------------------------------ statistics

@@ -10,11 +10,19 @@ with nbval); see ``publish``. The first failing notebook stops the run with the 
 error named, and the exit status is 1 (also when the kernel itself died: killed, or out of
 memory). After each notebook the console says, per training phase, whether it was "trained",
 "resumed at epoch N" or "reloaded (same settings)" (see ``runlog``).
+
+``--data`` names the source notebook 00 prepares; without 00 among the selected notebooks it
+is refused (the other notebooks read only 00's prepared data, so it would change nothing), and
+a path that does not exist is refused before anything runs. Ctrl-C stops the running notebook's
+kernel at once and ends the run with one line and exit status 130; finished notebooks and saved
+checkpoints are kept, so the same command resumes.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -34,6 +42,20 @@ def select(notebooks: list[Path], only: list[str] | None) -> list[Path]:
     if unknown:
         raise ValueError(f"--only {unknown}: no such notebook in {[nb.stem for nb in notebooks]}")
     return chosen
+
+
+def check_data(data: str | None, notebooks: list[Path]) -> None:
+    """Refuse ``--data`` that does not exist, or that no selected notebook would read: only
+    notebook 00 prepares data from it (the others load 00's prepared data, so ``--only 04
+    --data other.tar.gz`` would silently re-use the old data)."""
+    if not data:
+        return
+    if not Path(data).expanduser().exists():
+        raise ValueError(f"--data {data}: no such file or folder")
+    if not any(nb.stem[:2] == "00" for nb in notebooks):
+        chosen = " ".join(nb.stem[:2] for nb in notebooks)
+        raise ValueError(f"--data {data} without notebook 00: only 00 prepares data from it, the others would "
+                         f"use the data prepared before; add 00 (--only 00 {chosen}) or leave out --data")
 
 
 def parse_overrides(pairs: list[list[str]] | None) -> dict:
@@ -59,6 +81,7 @@ def run(profile: str = "smoke", only: list[str] | None = None, data: str | None 
     nb_dir = notebooks_dir or root / "notebooks"
     profiles_file = profiles_file or nb_dir / "profiles.yaml"
     notebooks = select(sorted(nb_dir.glob("[0-9][0-9]_*.ipynb")), only)
+    check_data(data, notebooks)
     profiles = params.load_profiles(profiles_file)
     own = {}
     for nb in notebooks:   # every value checked before the first notebook starts
@@ -82,7 +105,7 @@ def run(profile: str = "smoke", only: list[str] | None = None, data: str | None 
         target = out / nb.name
         injected = {"profile": profile, "overrides": own[nb.name]}
         print(f"[pipeline] {nb.name} ({profile}) -> {target}", flush=True)
-        t0 = time.perf_counter()
+        t0, started = time.perf_counter(), time.time()
         fd, log = tempfile.mkstemp(prefix="aidetect-runlog-", suffix=".jsonl")
         os.close(fd)
         # the kernel inherits these: engine.fit appends one line per phase to the run log, and
@@ -90,8 +113,13 @@ def run(profile: str = "smoke", only: list[str] | None = None, data: str | None 
         saved = {k: os.environ.get(k) for k in (runlog.ENV_VAR, "AIDETECT_ROOT")}
         os.environ.update({runlog.ENV_VAR: log, "AIDETECT_ROOT": str(nb_dir.parent)})
         try:
-            pm.execute_notebook(str(nb), str(target), parameters=injected, kernel_name=kernel,
-                                cwd=str(nb_dir), progress_bar=False, log_output=False)
+            with _kernel_stops_on_interrupt() as manager_class:
+                pm.execute_notebook(str(nb), str(target), parameters=injected, kernel_name=kernel,
+                                    cwd=str(nb_dir), progress_bar=False, log_output=False,
+                                    kernel_manager_class=manager_class)
+        except KeyboardInterrupt:
+            fresh = target.exists() and target.stat().st_mtime >= started    # not a copy left by an earlier run
+            raise Interrupted(nb.name, *(_running_cell(target) if fresh else ("?", "?")), target) from None
         except pm.PapermillExecutionError as exc:
             raise NotebookFailed(nb.name, exc.exec_count, _failed_cell(target), exc.ename, exc.evalue,
                                  target) from None
@@ -109,6 +137,60 @@ def run(profile: str = "smoke", only: list[str] | None = None, data: str | None 
             _publish(target, Path(publish_to) / nb.name, profile, own[nb.name], seconds, nb_dir.parent)
         records.append({"notebook": nb.name, "seconds": round(seconds, 1), "output": str(target)})
     return records
+
+
+_kernels: list = []         # the kernel managers of the notebook running now (see _kernel_stops_on_interrupt)
+
+
+def _kill_kernel(km) -> None:
+    """Stop a kernel at once: SIGKILL to its process group (its own session, so DataLoader
+    workers and other children go with it, never this runner)."""
+    prov = getattr(km, "provisioner", None)
+    pid = getattr(prov, "pid", None) or getattr(getattr(prov, "process", None), "pid", None)
+    if not pid:
+        return
+    with contextlib.suppress(OSError):
+        pgid = os.getpgid(pid)
+        if pgid != os.getpgid(0):
+            os.killpg(pgid, signal.SIGKILL)
+        else:
+            os.kill(pid, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def _kernel_stops_on_interrupt():
+    """While a notebook runs, Ctrl-C (SIGINT) kills its kernel first and then interrupts the
+    runner (KeyboardInterrupt), so papermill's clean-up finds the kernel gone instead of asking
+    a busy one to shut down (which prints the kernel's own tracebacks); further Ctrl-Cs are
+    ignored until the runner has said what happened. Yields the kernel manager class for
+    papermill, which records each manager it creates. Outside the main thread, or where
+    SIGINT is ignored (a background job), nothing changes."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class RecordedKernelManager(AsyncKernelManager):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            _kernels.append(self)
+
+    def on_sigint(signum, frame):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for km in list(_kernels):
+            _kill_kernel(km)
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.getsignal(signal.SIGINT)
+        if previous is signal.SIG_IGN:
+            raise ValueError("SIGINT is ignored here")
+        signal.signal(signal.SIGINT, on_sigint)
+    except ValueError:        # not the main thread, or SIGINT ignored
+        previous = None
+    try:
+        yield RecordedKernelManager
+    finally:
+        _kernels.clear()
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
 def _failed_cell(path: Path) -> str:
@@ -165,6 +247,17 @@ def _kernel_failure(exc: Exception) -> str:
     return one_line(exc, 200) or name
 
 
+class Interrupted(Exception):
+    """Ctrl-C while a notebook ran; ``str(err)`` is the one line the runner prints."""
+
+    def __init__(self, notebook, exec_count, first_line, output):
+        self.notebook = notebook
+        where = "before its first cell" if exec_count == "?" else f"in cell In [{exec_count}] `{first_line}`"
+        super().__init__(f"interrupted in {notebook} ({where}): its kernel was stopped; "
+                         f"finished notebooks and saved checkpoints are kept (executed copy so far: {output}); "
+                         "re-run the same command to resume")
+
+
 class NotebookFailed(RuntimeError):
     def __init__(self, notebook, exec_count, first_line, ename, evalue, output):
         self.notebook, self.exec_count, self.ename, self.evalue = notebook, exec_count, ename, evalue
@@ -196,6 +289,13 @@ def main(argv: list[str] | None = None) -> int:
     except NotebookFailed as exc:
         print(f"[pipeline] FAILED: {exc}", file=sys.stderr)
         return 1
+    except Interrupted as exc:
+        print(f"[pipeline] {exc}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("[pipeline] interrupted while no notebook was running: finished notebooks and saved checkpoints "
+              "are kept; re-run the same command to resume", file=sys.stderr)
+        return 130
     except (ValueError, FileNotFoundError) as exc:
         print(f"[pipeline] error: {exc}", file=sys.stderr)
         return 2

@@ -10,9 +10,20 @@ small ``splits.csv`` beside a pointer to the cache; :func:`load_prepared` gives 
 Every notebook must run alone (Colab opens each badge in a fresh runtime): when the prepared
 data is missing, :func:`load_prepared` runs notebook 00's steps itself through :func:`prepare`,
 with notebook 00's parameters under the profile the notebook chose and the same source rules.
+
+The cache and the splits are one versioned unit: ``splits.csv`` holds cache row numbers, so it
+is only right for the cache it was made on. ``prepared.json`` records that cache's content hash
+(``data.content_hash``) and the sha256 of ``splits.csv``, written beside it, and
+:func:`load_prepared` refuses, in one line naming the folder and saying to re-run notebook 00,
+splits whose cache was since rebuilt from another source (a notebook 00 that failed after
+rebuilding the cache left the old splits behind, which pointed at other images: half the labels
+wrong, silently), a ``splits.csv`` that is not the one written with ``prepared.json``, or rows that
+name other images than the cache holds at their index (also for folders written before the hash).
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 from dataclasses import dataclass
@@ -23,10 +34,18 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from . import params
-from .data import Cache, build_cache, load_cache, resolve_source
+from .data import Cache, build_cache, content_hash, load_or_rebuild, read_table, resolve_source
+from .images import one_line
 from .paths import data_dir, home, project_root
 
 SUBSETS = ("train", "val", "test")
+SPLIT_COLUMNS = ["index", "id", "subset", "label", "cifar_class", "sha256"]
+RERUN_00 = "re-run notebooks/00_data_preparation.ipynb to prepare it again"
+
+
+class PreparedDataError(ValueError):
+    """The prepared data does not fit its cache (or is unreadable); the message is one line
+    naming the folder and saying to re-run notebook 00."""
 
 
 def duplicate_groups(manifest: pd.DataFrame) -> pd.DataFrame:
@@ -157,17 +176,61 @@ def default_prepared_dir(name: str = "cifake") -> Path:
     return data_dir() / "prepared" / name
 
 
+def _cache_version(cache: Cache) -> str:
+    return cache.content_hash or content_hash(cache.manifest, cache.images.shape)
+
+
+def _rows_mismatch(cache: Cache, splits: pd.DataFrame) -> str | None:
+    """Why the rows of ``splits`` do not name the images ``cache`` holds at their index (id,
+    file hash and label), or None when every row does."""
+    try:
+        idx = splits["index"].to_numpy()
+        n = len(cache.manifest)
+        if len(idx) and (idx.min() < 0 or idx.max() >= n):
+            return f"row index {int(idx.max()):,} beyond the cache's {n:,} images"
+        m = cache.manifest
+
+        def text(col):
+            return np.asarray(col.tolist(), dtype=object)
+        bad = ((text(m["id"])[idx] != text(splits["id"])) | (text(m["sha256"])[idx] != text(splits["sha256"]))
+               | (m["label"].to_numpy()[idx] != splits["label"].to_numpy()))
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        return f"rows that cannot be read ({type(exc).__name__}: {one_line(exc, 120)})"
+    if bad.any():
+        first = splits["id"].astype(str).to_numpy()[bad.argmax()]
+        return (f"{int(bad.sum()):,} of {len(bad):,} rows name other images than the cache holds there "
+                f"(first: {first!r})")
+    return None
+
+
+def _replace(path: Path, data: bytes) -> None:
+    """Write ``path`` whole or not at all (a temporary file beside it, renamed over it)."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
 def save_prepared(cache: Cache, splits: pd.DataFrame, info: dict,
                   out_dir: str | os.PathLike | None = None, name: str = "cifake") -> Path:
-    """Write ``splits.csv`` and ``prepared.json`` (pointing at the cache) for later notebooks."""
+    """Write ``splits.csv`` and ``prepared.json`` for later notebooks, as one unit: the JSON
+    points at the cache and records its content hash and the sha256 of the ``splits.csv``
+    written with it (:func:`load_prepared` checks both). Each file is written whole or not at
+    all; splits that do not index into ``cache`` are refused."""
     out = Path(out_dir) if out_dir else default_prepared_dir(name)
+    why = _rows_mismatch(cache, splits)
+    if why:
+        raise PreparedDataError(f"{_shown(out)}: these splits were not made on the cache "
+                                f"{_shown(Path(cache.path))} ({why})")
     out.mkdir(parents=True, exist_ok=True)
-    cols = ["index", "id", "subset", "label", "cifar_class", "sha256"]
-    splits[cols].to_csv(out / "splits.csv", index=False)
+    buf = io.StringIO()
+    splits[SPLIT_COLUMNS].to_csv(buf, index=False)
+    table = buf.getvalue().encode("utf-8", "surrogatepass")
     counts = splits.groupby(["subset", "label"]).size()
     info = {**info, "cache": str(Path(cache.path).resolve()), "name": name,
-            "counts": {f"{s}/{l}": int(n) for (s, l), n in counts.items()}}
-    (out / "prepared.json").write_text(json.dumps(info, indent=1))
+            "counts": {f"{s}/{l}": int(n) for (s, l), n in counts.items()},
+            "cache_hash": _cache_version(cache), "splits_sha256": hashlib.sha256(table).hexdigest()}
+    _replace(out / "splits.csv", table)
+    _replace(out / "prepared.json", json.dumps(info, indent=1).encode())   # last: it vouches for splits.csv
     return out
 
 
@@ -208,12 +271,43 @@ def load_prepared(path: str | os.PathLike | None = None, profile: str | None = N
         print(f"no prepared data in {_shown(p)}: preparing it now as notebook 00 does under profile "
               f"{profile!r} (decode, deduplicate, split); later notebooks reuse it")
         prepare(profile, out_dir=p)
-    info = json.loads((p / "prepared.json").read_text())
+    try:
+        info = json.loads((p / "prepared.json").read_text(encoding="utf-8"))
+        cache_dir = Path(info["cache"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise PreparedDataError(f"{_shown(p)}/prepared.json: unreadable ({type(exc).__name__}); {RERUN_00}") from None
     if profile and info.get("profile") not in (None, profile):
         print(f"note: {_shown(p)} was prepared under profile {info['profile']!r}, this notebook runs "
               f"{profile!r}; run notebook 00 under {profile!r} to prepare it for this profile")
-    splits = pd.read_csv(p / "splits.csv", keep_default_na=False)
-    return Prepared(path=p, cache=load_cache(info["cache"]), splits=splits, info=info)
+    splits = _read_splits(p, info)
+    cache = load_or_rebuild(cache_dir)
+    recorded, now = info.get("cache_hash"), _cache_version(cache)
+    if recorded is not None and recorded != now:
+        raise PreparedDataError(
+            f"{_shown(p)}: its splits were made on another version of the data cache {_shown(cache_dir)} "
+            f"(content hash {recorded[:12]}, now {now[:12]}: the cache was rebuilt from other data since); {RERUN_00}")
+    # with both hashes matching, these are the rows save_prepared checked against this very cache;
+    # a folder written before the hashes existed is checked row by row (0.05 s for 120,000 rows)
+    why = None if recorded is not None and info.get("splits_sha256") else _rows_mismatch(cache, splits)
+    if why:
+        raise PreparedDataError(f"{_shown(p)}/splits.csv does not fit the data cache {_shown(cache_dir)} ({why}); "
+                                f"{RERUN_00}")
+    return Prepared(path=p, cache=cache, splits=splits, info=info)
+
+
+def _read_splits(p: Path, info: dict) -> pd.DataFrame:
+    """``splits.csv``, refused unless it is the file written with ``prepared.json`` (its sha256)."""
+    try:
+        table = (p / "splits.csv").read_bytes()
+    except OSError as exc:
+        raise PreparedDataError(f"{_shown(p)}/splits.csv: {exc.strerror or exc}; {RERUN_00}") from None
+    if info.get("splits_sha256") not in (None, hashlib.sha256(table).hexdigest()):
+        raise PreparedDataError(f"{_shown(p)}/splits.csv is not the one written with its prepared.json "
+                                f"(changed or replaced since); {RERUN_00}")
+    try:
+        return read_table(io.BytesIO(table))
+    except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise PreparedDataError(f"{_shown(p)}/splits.csv: unreadable ({type(exc).__name__}); {RERUN_00}") from None
 
 
 def class_balance(splits: pd.DataFrame) -> pd.DataFrame:
