@@ -153,7 +153,8 @@ def load_model_folder(folder: str | Path) -> tuple[nn.Module, dict]:
     """Rebuild the model of a folder written by :func:`save_model_folder`, in eval mode.
 
     Every fault of the folder (a missing or edited JSON, missing, truncated or mismatched
-    weights) raises :class:`ModelFolderError` with one line; nothing is ever unpickled."""
+    weights, weights holding NaN or infinity) raises :class:`ModelFolderError` with one line;
+    nothing is ever unpickled."""
     from .images import display_name
     folder = Path(folder)
     where = display_name(folder)
@@ -210,8 +211,8 @@ def _load(folder: Path, spec: dict, builder: str, self_loading: bool, where: str
     weights = folder / "model.safetensors"
     try:
         model = registry.build(spec["architecture"], folder)
-    except ModelFolderError:
-        raise
+    except ModelFolderError as exc:   # a builder names the fault; the folder is named here
+        raise ModelFolderError(f"{where}: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - any builder fault is a fault of the folder's JSON or files
         raise ModelFolderError(f"{where}: cannot rebuild the {builder!r} architecture "
                                f"({type(exc).__name__}: {one_line(exc)})") from None
@@ -221,7 +222,28 @@ def _load(folder: Path, spec: dict, builder: str, self_loading: bool, where: str
         except Exception as exc:  # noqa: BLE001 - safetensors header/size errors, shape mismatches
             raise ModelFolderError(f"{where}: model.safetensors does not fit the architecture in {MODEL_JSON} "
                                    f"({type(exc).__name__}: {one_line(exc)})") from None
+    bad = non_finite_tensors(model)
+    if bad:
+        what = "model.safetensors holds" if not self_loading else "its weights hold"
+        raise ModelFolderError(f"{where}: {what} NaN or infinite values in {len(bad)} tensor"
+                               f"{'s' if len(bad) > 1 else ''} (first: {bad[0]!r}); the model is damaged: "
+                               "retrain it or restore the folder")
     return model.eval()
+
+
+def non_finite_tensors(model: nn.Module) -> list[str]:
+    """Names of the floating-point parameters holding NaN or infinity, and of the buffers
+    holding NaN (a buffer may hold -inf on purpose, e.g. an attention mask). A model folder
+    with such weights would score every image NaN; it is refused when loaded instead."""
+    bad = []
+    with torch.no_grad():
+        for kind, tensors in (("param", model.named_parameters()), ("buffer", model.named_buffers())):
+            for name, t in tensors:
+                if not t.is_floating_point() or t.is_meta:
+                    continue
+                if not (torch.isfinite(t).all() if kind == "param" else not torch.isnan(t).any()):
+                    bad.append(name)
+    return bad
 
 
 def evaluate_and_save(model: nn.Module, test, *, method: str, backbone: str, profile: str,
@@ -235,14 +257,25 @@ def evaluate_and_save(model: nn.Module, test, *, method: str, backbone: str, pro
     ``test`` is a ``splits.ImageSplit``. ``prob_fake``/``inference_seconds``: scores computed
     by the notebook (e.g. Monte Carlo dropout means) instead of one deterministic pass.
     ``domain_check``: the model's ``domain.DomainCheck``, saved in the model folder.
+    ``out_dir`` is held while it is written (``paths.hold``; ``results/<method>/`` already is).
     Returns the metrics record.
     """
-    from .engine import make_loader, predict_proba
-    from .models import count_parameters
-    from .paths import method_dir
-    from .transforms import ArrayDataset, eval_transform
+    from .paths import holding, method_dir
 
     out = Path(out_dir) if out_dir else method_dir(method)
+    with holding(out):   # one run writes a results folder at a time (paths.hold)
+        return _evaluate_and_save(model, test, out, method=method, backbone=backbone, profile=profile,
+                                  preprocessing=preprocessing, architecture=architecture, train_seconds=train_seconds,
+                                  batch_size=batch_size, threshold=threshold, extra=extra, prob_fake=prob_fake,
+                                  inference_seconds=inference_seconds, dataset=dataset, domain_check=domain_check)
+
+
+def _evaluate_and_save(model, test, out: Path, *, method, backbone, profile, preprocessing, architecture,
+                       train_seconds, batch_size, threshold, extra, prob_fake, inference_seconds, dataset,
+                       domain_check) -> dict:
+    from .engine import make_loader, predict_proba
+    from .models import count_parameters
+    from .transforms import ArrayDataset, eval_transform
     if prob_fake is None:
         loader = make_loader(ArrayDataset(test.images, test.labels, eval_transform(preprocessing)), batch_size)
         prob, seconds = predict_proba(model, loader, desc=f"{method} test")

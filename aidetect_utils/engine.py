@@ -11,11 +11,18 @@ What :func:`fit` adds to a plain loop, and why:
   interrupted run resumes where it stopped, and a finished run re-run is a no-op that reloads
   its result (nothing is trained twice for the same configuration). "The same" is decided by a
   fingerprint of everything that determines the result (:func:`run_fingerprint`): the training
-  settings, the optimizer and scheduler, the loss, the model's architecture and its *initial
-  weights* (so pretrained vs random weights, or a later phase started from another earlier
-  phase, never match), and a hash of the training and validation data. Any change trains afresh;
-  the old checkpoints are removed first. Checkpoints are replaced atomically, so a kill at any
-  moment leaves either the old or the new one, never none;
+  settings, the optimizer and scheduler, the loss, the model's architecture, its modules'
+  hyper-parameters (dropout rates, activations, layer sizes: :func:`model_signature`) and its
+  *initial weights* (so pretrained vs random weights, or a later phase started from another
+  earlier phase, never match), the code defined in the notebook or script that trains
+  (:func:`code_signature`), and a hash of the training and validation data. Any change trains
+  afresh; the old checkpoints are removed first. Checkpoints are replaced atomically, so a kill
+  at any moment leaves either the old or the new one, never none; a checkpoint damaged anyway
+  (a disk fault, an edited file) stops the run with one line naming the file and the folder to
+  delete (:class:`CheckpointError`), never with a library's traceback;
+- one run per output folder at a time: :func:`fit` holds ``out_dir`` (``paths.hold``: for a
+  folder inside ``results/<method>/``, that method's lock, which ``paths.method_dir`` takes for
+  the notebook's life), so a second run on it is refused at once with one line naming the holder;
 - one line per run saying "trained", "resumed at epoch N" or "reloaded (same settings)"
   (``runlog``: the headless runner prints it on its console);
 - per-epoch history (``history.json``) and per-batch losses (``history_batches.csv``);
@@ -28,9 +35,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import numbers
 import os
+import re
 import shutil
+import sys
 import time
+import types
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -51,6 +62,9 @@ from .progress import progress
 
 @dataclass
 class TrainConfig:
+    """How :func:`fit` trains. ``epochs`` must be a whole number >= 1 and ``patience`` None or
+    >= 1: 0 or -1 epochs would "train" nothing and report it trained, and patience 0 would
+    stop after the first epoch whatever happened (ValueError with one line naming the value)."""
     epochs: int = 3
     patience: int | None = None       # epochs without improvement before stopping (None: never)
     monitor: str = "val_loss"         # "val_loss" (lower is better) or "val_acc" (higher)
@@ -59,6 +73,22 @@ class TrainConfig:
     mixed_precision: str = "auto"     # "auto": gpu.autocast_precision (bf16 native, fp16 on a T4, CPU: none)
     restore_best: bool = True
     channels_last: bool = False       # conv nets: NHWC weights and batches (see to_channels_last)
+
+    def __post_init__(self):
+        def whole(v):
+            return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+        if not whole(self.epochs) or self.epochs < 1:
+            raise ValueError(f"TrainConfig: epochs must be a whole number >= 1, got {self.epochs!r}")
+        if self.patience is not None and (not whole(self.patience) or self.patience < 1):
+            raise ValueError(f"TrainConfig: patience must be None (never stop early) or a whole number >= 1, "
+                             f"got {self.patience!r}")
+        if self.monitor not in ("val_loss", "val_acc"):
+            raise ValueError(f"monitor must be 'val_loss' or 'val_acc', got {self.monitor!r}")
+
+
+class CheckpointError(RuntimeError):
+    """A training checkpoint that cannot be read back; ``str(err)`` is one line naming the file
+    and the folder to delete to train afresh."""
 
 
 @dataclass
@@ -205,20 +235,137 @@ def weights_signature(module: nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+_SIMPLE = (int, float, str, bool, type(None))
+
+
+def _stable_repr(x) -> str:
+    """``repr`` without memory addresses, and with sets in a fixed order (string hashes, and so
+    set order, change from one process to the next)."""
+    if isinstance(x, (set, frozenset)):
+        return "{" + ", ".join(sorted(_stable_repr(v) for v in x)) + "}"
+    if isinstance(x, tuple):
+        return "(" + ", ".join(_stable_repr(v) for v in x) + ")"
+    return _ADDRESS.sub("", repr(x))
+
+
+def _hash_code(h, code: types.CodeType) -> None:
+    """Feed a function's compiled code to ``h``: its bytecode, the names it reads and its
+    constants (nested functions included), not its line numbers: moving a cell changes nothing."""
+    h.update(code.co_code)
+    h.update(repr((code.co_names, code.co_varnames, code.co_freevars)).encode())
+    for c in code.co_consts:
+        if isinstance(c, types.CodeType):
+            _hash_code(h, c)
+        else:
+            h.update(_stable_repr(c).encode())
+
+
+def _hash_function(h, fn) -> None:
+    fn = getattr(fn, "__func__", fn)                 # bound, static and class methods
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return
+    _hash_code(h, code)
+    h.update(_stable_repr((getattr(fn, "__defaults__", None), getattr(fn, "__kwdefaults__", None))).encode())
+    for cell in getattr(fn, "__closure__", None) or ():   # values a closure captured, when plain
+        try:
+            v = cell.cell_contents
+        except ValueError:
+            continue
+        h.update((_stable_repr(v) if isinstance(v, _SIMPLE + (tuple, frozenset)) else type(v).__qualname__).encode())
+
+
+def _is_local_code(obj) -> bool:
+    """Defined in the running notebook or script (``__main__``), not in an installed package."""
+    return getattr(obj, "__module__", None) == "__main__"
+
+
+def _class_code(h, cls: type) -> None:
+    for klass in cls.__mro__:
+        if not _is_local_code(klass):
+            continue
+        h.update(klass.__qualname__.encode())
+        for name, attr in sorted(vars(klass).items()):
+            if isinstance(attr, property):
+                for f in (attr.fget, attr.fset):
+                    if f is not None:
+                        _hash_function(h, f)
+            else:
+                _hash_function(h, attr)
+
+
+def _plain_attributes(module: nn.Module) -> dict:
+    """A module's public attributes that are plain values (``interpolate_pos_encoding``,
+    ``drop_rate``): settings its ``extra_repr`` may not show. Not ``training`` (fit sets it),
+    nor ``name_or_path`` (where a checkpoint was read from; its weights are hashed instead)."""
+    out = {}
+    for k, v in vars(module).items():
+        if k.startswith("_") or k in ("training", "name_or_path"):
+            continue
+        if isinstance(v, _SIMPLE) or (isinstance(v, (tuple, list)) and all(isinstance(x, _SIMPLE) for x in v)):
+            out[k] = v
+    return out
+
+
+def model_signature(model: nn.Module) -> str:
+    """A hash of what the model computes besides its weights: every module's class, its
+    ``extra_repr`` (``Dropout(p=0.5)``, ``Linear(in_features=1280, out_features=256)``,
+    ``GELU(approximate='none')``), its plain attributes, and, for module classes defined in the
+    notebook or script (``__main__``, e.g. 04's ``FrozenBNDetector``), their methods' code. A
+    dropout rate edited in a notebook (0.5 -> 0.0) changes no parameter shape, so the
+    architecture alone would reload the old run."""
+    h = hashlib.sha256()
+    seen: set[type] = set()
+    for name, m in model.named_modules():
+        cls = type(m)
+        h.update(_ADDRESS.sub("", f"{name} {cls.__module__}.{cls.__qualname__}({m.extra_repr()}) "
+                                  f"{_stable_repr(_plain_attributes(m))}\n").encode())
+        if cls not in seen:
+            seen.add(cls)
+            _class_code(h, cls)
+    return h.hexdigest()[:16]
+
+
+def code_signature(skip: int = 1) -> str | None:
+    """A hash of the training code on the call stack that lives in the running notebook or
+    script: the functions defined there (``__main__``) that led to this call, e.g. 04's
+    ``train_two_phase``, so an edited recipe never reloads. None when training is called from
+    a cell's top level or from a package (a cell's own top-level code is not covered: any
+    cosmetic edit to it would retrain; its settings reach the fingerprint as arguments)."""
+    h, found = hashlib.sha256(), False
+    frame = sys._getframe(skip)
+    while frame is not None:
+        if frame.f_globals.get("__name__") == "__main__" and frame.f_code.co_name != "<module>":
+            h.update(frame.f_code.co_name.encode())
+            _hash_code(h, frame.f_code)
+            found = True
+        frame = frame.f_back
+    return h.hexdigest()[:16] if found else None
+
+
 def _describe_callable(fn) -> str:
     if fn is None:
         return "None"
     inner = getattr(fn, "func", None)   # functools.partial
     if inner is not None:
-        return f"partial({_describe_callable(inner)}, {fn.args!r}, {fn.keywords!r})"
-    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__qualname__)}"
+        return f"partial({_describe_callable(inner)}, {_stable_repr(fn.args)}, {_stable_repr(fn.keywords)})"
+    text = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__qualname__)}"
+    if _is_local_code(fn) or _is_local_code(type(fn)):   # a loss written in the notebook: its code too
+        h = hashlib.sha256()
+        _hash_function(h, fn) if hasattr(fn, "__code__") else _class_code(h, type(fn))
+        text += f" code {h.hexdigest()[:16]}"
+    return text
 
 
 def run_fingerprint(model: nn.Module, config: TrainConfig, optimizer, train_loader: DataLoader,
                     val_loader: DataLoader, scheduler=None, loss_fn: Callable | None = None, extra=None) -> dict:
     """Everything that determines the result of :func:`fit`, as a JSON-able dict whose hash is
     the run's fingerprint. Includes the model's initial weights, so pretrained and random
-    weights, or phase 2 started from two different phase-1 results, never share a checkpoint."""
+    weights, or phase 2 started from two different phase-1 results, never share a checkpoint;
+    its modules' hyper-parameters (:func:`model_signature`: a changed dropout rate is
+    "changed: model"); and the notebook's training functions on the call stack
+    (:func:`code_signature`: "changed: code")."""
     sched = None
     if scheduler is not None:
         sched = {"type": type(scheduler).__name__,
@@ -227,6 +374,8 @@ def run_fingerprint(model: nn.Module, config: TrainConfig, optimizer, train_load
         "config": asdict(config),
         "architecture": [(n, tuple(p.shape), p.requires_grad) for n, p in model.named_parameters()],
         "initial_weights": weights_signature(model),
+        "model": model_signature(model),
+        "code": code_signature(),
         "optimizer": {"type": type(optimizer).__name__,
                       "groups": [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]},
         "scheduler": sched,
@@ -310,15 +459,78 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader, opti
 
     ``scheduler``: stepped once per epoch; a ``ReduceLROnPlateau`` is stepped with the monitored
     value. ``on_epoch_end(epoch, row)`` is called after each epoch's checkpoint is written.
+
+    Raises ``paths.FolderInUse`` at once when another live process holds ``out_dir`` (or the
+    ``results/<method>/`` it is in), and :class:`CheckpointError` for a damaged checkpoint.
     """
+    from .paths import holding
     config = config or TrainConfig()
     if config.monitor not in ("val_loss", "val_acc"):
         raise ValueError(f"monitor must be 'val_loss' or 'val_acc', got {config.monitor!r}")
     out_dir = Path(out_dir)
-    ckpt_last, ckpt_best = out_dir / "checkpoints" / "last", out_dir / "checkpoints" / "best"
-    accelerator = make_accelerator(config.mixed_precision)
     fp_full = run_fingerprint(model, config, optimizer, train_loader, val_loader, scheduler, loss_fn,
                               fingerprint_extra)
+    with holding(out_dir):
+        return _fit(model, train_loader, val_loader, optimizer, out_dir, config, scheduler, loss_fn, resume,
+                    desc, on_epoch_end, fp_full)
+
+
+def _damaged(file: Path, ckpt_dir: Path, desc: str, exc: BaseException) -> CheckpointError:
+    from .images import display_name, one_line
+    return CheckpointError(f"{display_name(file)}: damaged training checkpoint ({type(exc).__name__}: "
+                           f"{one_line(exc, 160)}); delete the folder {display_name(ckpt_dir)} to train "
+                           f"{desc} afresh (its finished epochs are lost)")
+
+
+def _read_state(state_file: Path, ckpt_dir: Path, desc: str) -> dict:
+    try:
+        saved = json.loads(state_file.read_text())
+        if not isinstance(saved, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise _damaged(state_file, ckpt_dir, desc, exc) from None
+    return saved
+
+
+def _resume(model, optimizer, scheduler, ckpt_last: Path, ckpt_dir: Path, saved: dict, desc: str):
+    """The history, last epoch and bad-epoch count of a checkpoint with this run's fingerprint,
+    its weights and optimizer/scheduler states loaded. Every file is read and checked before
+    anything is loaded into the model, so a damaged one (:class:`CheckpointError`) changes nothing."""
+    from safetensors import SafetensorError
+    state_file = ckpt_last / "state.json"
+    try:
+        history = History(**{k: v for k, v in saved["history"].items()})
+        epoch, bad_epochs = int(saved["epoch"]), int(saved["bad_epochs"])
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise _damaged(state_file, ckpt_dir, desc, exc) from None
+    states = {}
+    for name in ("optimizer.pt", "scheduler.pt"):
+        file = ckpt_last / name
+        if name == "scheduler.pt" and (scheduler is None or not file.exists()):
+            continue
+        try:
+            states[name] = torch.load(file, weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - truncated zip, bad pickle opcodes, missing file
+            raise _damaged(file, ckpt_dir, desc, exc) from None
+    weights = ckpt_last / "model.safetensors"
+    try:
+        load_model(model, str(weights))   # reads and checks the whole file before copying into the model
+    except (SafetensorError, OSError, RuntimeError, ValueError) as exc:
+        raise _damaged(weights, ckpt_dir, desc, exc) from None
+    for name, target in (("optimizer.pt", optimizer), ("scheduler.pt", scheduler)):
+        if name in states:
+            try:
+                target.load_state_dict(states[name])
+            except (KeyError, ValueError, RuntimeError, TypeError, IndexError) as exc:
+                raise _damaged(ckpt_last / name, ckpt_dir, desc, exc) from None
+    return history, epoch, bad_epochs
+
+
+def _fit(model, train_loader, val_loader, optimizer, out_dir: Path, config: TrainConfig, scheduler, loss_fn,
+         resume: bool, desc: str, on_epoch_end, fp_full: dict) -> History:
+    """:func:`fit` once ``out_dir`` is held."""
+    ckpt_last, ckpt_best = out_dir / "checkpoints" / "last", out_dir / "checkpoints" / "best"
+    accelerator = make_accelerator(config.mixed_precision)
     fp = _fingerprint_hash(fp_full)
 
     history, start_epoch, bad_epochs = History(), 1, 0
@@ -329,14 +541,10 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader, opti
         shutil.rmtree(ckpt_dir)
         history.fresh_reason = "resume=False"
     elif state_file.exists():
-        saved = json.loads(state_file.read_text())
+        saved = _read_state(state_file, ckpt_dir, desc)
         if saved.get("fingerprint") == fp:
-            load_model(model, str(ckpt_last / "model.safetensors"))
-            optimizer.load_state_dict(torch.load(ckpt_last / "optimizer.pt", weights_only=True))
-            if scheduler is not None and (ckpt_last / "scheduler.pt").exists():
-                scheduler.load_state_dict(torch.load(ckpt_last / "scheduler.pt", weights_only=True))
-            history = History(**{k: v for k, v in saved["history"].items()})
-            start_epoch, bad_epochs = saved["epoch"] + 1, saved["bad_epochs"]
+            history, last_epoch, bad_epochs = _resume(model, optimizer, scheduler, ckpt_last, ckpt_dir, saved, desc)
+            start_epoch = last_epoch + 1
             finished = saved.get("finished", False)
             history.resumed_from, history.reloaded = (None, True) if finished else (saved["epoch"], False)
             if finished:
@@ -411,7 +619,10 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader, opti
     (out_dir / "history.json").write_text(json.dumps(history.epochs, indent=1))
     pd.DataFrame(history.batches).to_csv(out_dir / "history_batches.csv", index=False)
     if config.restore_best and (ckpt_best / "model.safetensors").exists():
-        load_model(accelerator.unwrap_model(model), str(ckpt_best / "model.safetensors"))
+        try:
+            load_model(accelerator.unwrap_model(model), str(ckpt_best / "model.safetensors"))
+        except Exception as exc:  # noqa: BLE001 - SafetensorError, a truncated file
+            raise _damaged(ckpt_best / "model.safetensors", ckpt_dir, desc, exc) from None
     runlog.record(desc, history.status, out_dir, epochs=len(history.epochs), seconds=round(history.train_seconds, 1))
     return history
 

@@ -4,8 +4,9 @@ Detectors see pixels, so every path into a model (the data cache, the predict co
 demo) decodes through :func:`decode_image`. It handles what real folders contain: EXIF-rotated
 photos, grayscale, palette and RGBA images, CMYK JPEGs, 16-bit PNGs, and it turns truncated,
 empty, non-image and decompression-bomb files into an :class:`ImageError` with one line that
-names the file. Pillow does the decoding; only the 16-bit scaling and the alpha compositing are
-written here, because Pillow's ``convert("RGB")`` clips 16-bit values and drops alpha onto black.
+names the file. Pillow does the decoding; only the 16-bit and float scaling and the alpha
+compositing are written here, because Pillow's ``convert("RGB")`` clips 16-bit values, reads a
+float image in [0, 1] as black, and drops alpha onto black.
 """
 from __future__ import annotations
 
@@ -65,10 +66,14 @@ def _to_rgb(img: Image.Image, notes: list[str]) -> Image.Image:
     if mode == "RGB":
         return img
     if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        arr = np.asarray(img, dtype=np.float64)
-        hi = 65535.0 if mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
+        arr = np.nan_to_num(np.asarray(img, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        if mode == "F" and arr.size and arr.min() >= 0.0 and arr.max() <= 1.0:
+            hi, scale = 1.0, "0-1"    # a float image in [0, 1] (scientific and HDR tools write these)
+        else:
+            hi = 65535.0 if mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
+            scale = f"0-{int(hi)}"
         arr8 = np.clip(np.round(arr / hi * 255.0), 0, 255).astype(np.uint8)
-        notes.append(f"scaled {mode} to 8-bit")
+        notes.append(f"scaled {mode} to 8-bit" + (f" (values {scale})" if mode == "F" else ""))
         return Image.fromarray(arr8, mode="L").convert("RGB")
     if mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
@@ -167,7 +172,10 @@ def iter_image_files(paths: list[str | os.PathLike], missing: list[str] | None =
     """Expand files and folders (recursively) into a sorted list of candidate image files.
 
     Folders contribute files with an image extension; a file named explicitly is always kept,
-    so that a mislabelled file still gets a clear decoding error instead of being ignored.
+    so that a mislabelled file still gets a clear decoding error instead of being ignored. A
+    broken or looping symlink with an image name inside a folder is kept too, so that it gets its
+    one line ("cannot read file (No such file or directory)", "... (Too many levels of symbolic
+    links)") instead of vanishing from the count.
     A path that does not exist raises FileNotFoundError naming it, unless ``missing`` is given:
     then its one-line description is appended there and the other paths are still expanded.
     """
@@ -175,8 +183,8 @@ def iter_image_files(paths: list[str | os.PathLike], missing: list[str] | None =
     for p in map(Path, paths):
         if p.is_dir():
             out.extend(sorted(f for f in p.rglob("*")
-                              if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS
-                              and not f.name.startswith(".")))
+                              if (f.is_file() or (f.is_symlink() and not f.exists()))
+                              and f.suffix.lower() in IMAGE_EXTENSIONS and not f.name.startswith(".")))
         elif p.exists():
             out.append(p)
         elif missing is not None:

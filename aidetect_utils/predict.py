@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -88,10 +89,18 @@ class Predictor:
 
 def check_output(path: str | os.PathLike) -> Path:
     """``--output`` checked before any work: a .csv or .json file that can be created or
-    overwritten. Raises OSError/ValueError with one line naming the problem."""
+    overwritten. Raises OSError/ValueError with one line naming the problem. A named pipe (or
+    a socket) is refused: opening a pipe waits for a reader, so the command would hang."""
     out = Path(path)
     if out.suffix.lower() not in (".csv", ".json"):
         raise ValueError(f"--output {display_name(out)}: the name must end in .csv or .json")
+    try:
+        mode = out.stat().st_mode
+    except OSError:
+        mode = 0
+    if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+        what = "a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a socket"
+        raise ValueError(f"--output {display_name(out)}: is {what}, not a file; name a .csv or .json file")
     if out.is_dir():
         raise IsADirectoryError(f"--output {display_name(out)}: is a folder; name a file inside it")
     existed = out.exists()

@@ -74,6 +74,7 @@ class VLMDetector(nn.Module):
         from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
         from ..models import _from_hub
         folder = Path(folder)
+        check_adapter(folder / "adapter")
         processor = AutoProcessor.from_pretrained(folder / "processor")
         if base_model == TINY:
             base = Qwen2_5_VLForConditionalGeneration.from_pretrained(folder / "base", use_safetensors=True)
@@ -82,6 +83,24 @@ class VLMDetector(nn.Module):
             base = _from_hub(Qwen2_5_VLForConditionalGeneration, base_model, **load_kwargs_here(record))
         model = PeftModel.from_pretrained(base, folder / "adapter")
         return cls(model.eval(), processor, base_model, "transformers")
+
+
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+
+
+def check_adapter(adapter: Path) -> None:
+    """Refuse an ``adapter/`` folder without ``adapter_model.safetensors`` (``ModelFolderError``,
+    one line) before peft sees it: peft 0.21's ``PeftModel.from_pretrained`` has no
+    ``use_safetensors`` switch and unpickles ``adapter_model.bin`` when that is all there is
+    (with ``weights_only=True``: a malicious file is refused, a benign one used). A model folder
+    is read from safetensors only; peft prefers the safetensors file when it is present."""
+    from ..artifacts import ModelFolderError
+    if (adapter / ADAPTER_WEIGHTS).is_file():
+        return
+    pickled = sorted(p.name for p in adapter.glob("*.bin")) if adapter.is_dir() else []
+    raise ModelFolderError(f"adapter/ has no {ADAPTER_WEIGHTS}" + (
+        f" (only {', '.join(pickled)}: pickles in a model folder are never loaded; save the adapter with "
+        "safe_serialization=True)" if pickled else ""))
 
 
 def read_base_load(folder: str | Path) -> dict:
