@@ -89,3 +89,40 @@ def fresh_env_with_torch(where: Path) -> Path:
     # this environment's packages, added as a path: its .pth files (the editable aidetect_utils) are not run
     (site / "borrowed.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     return py
+
+
+# ------------------------------------------------------------------ small notebook series for the runner
+def write_notebook(path: Path, cells: list) -> Path:
+    """An .ipynb of ``cells`` (nbformat cells) with the ``python3`` kernel, as papermill runs it."""
+    import nbformat
+    nb = nbformat.v4.new_notebook()
+    nb.cells = cells
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+def parameters_cell():
+    """The cell papermill injects ``profile`` and ``overrides`` after (tagged ``parameters``)."""
+    import nbformat
+    cell = nbformat.v4.new_code_cell("profile = 'smoke'\noverrides = {}")
+    cell.metadata["tags"] = ["parameters"]
+    return cell
+
+
+def train_series(tmp_path: Path, body: str, types: dict | None = None) -> Path:
+    """``notebooks/00_train.ipynb`` (parameters, ``P = params.load(...)``, then ``body``) and a
+    profiles.yaml giving it one parameter, ``lr``; ``types``: its ``types:`` section."""
+    import nbformat
+    import yaml
+    d = tmp_path / "notebooks"
+    d.mkdir(exist_ok=True)
+    write_notebook(d / "00_train.ipynb", [
+        parameters_cell(),
+        nbformat.v4.new_code_cell("from aidetect_utils import params\nP = params.load(profile, '00_train', overrides)"),
+        nbformat.v4.new_code_cell(body)])
+    profiles = {"defaults": {"00_train": {"lr": 0.01}}, "smoke": {}}
+    if types:
+        profiles["types"] = types
+    (d / "profiles.yaml").write_text(yaml.safe_dump(profiles))
+    return d

@@ -26,6 +26,8 @@ import yaml
 from aidetect_utils import artifacts, data, params, pipeline, splits
 from aidetect_utils import evaluation as ev
 
+from .conftest import parameters_cell, write_notebook
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -120,20 +122,12 @@ def series(tmp_path):
     """A project with a 00 that prints its data source and a 01."""
     d = tmp_path / "notebooks"
     d.mkdir()
-    cell = nbformat.v4.new_code_cell("profile = 'smoke'\noverrides = {}")
-    cell.metadata["tags"] = ["parameters"]
-    _nb(d / "00_prep.ipynb", [cell, nbformat.v4.new_code_cell("import os\nprint(os.environ.get('AIDETECT_CIFAKE'))")])
-    _nb(d / "01_train.ipynb", [nbformat.v4.new_code_cell("print('trained')")])
+    cell = parameters_cell()
+    write_notebook(d / "00_prep.ipynb", [cell, nbformat.v4.new_code_cell("import os\nprint(os.environ.get('AIDETECT_CIFAKE'))")])
+    write_notebook(d / "01_train.ipynb", [nbformat.v4.new_code_cell("print('trained')")])
     (d / "profiles.yaml").write_text(yaml.safe_dump({"defaults": {"00_prep": {"n": 1}, "01_train": {"k": 0}},
                                                      "smoke": {"all": {}}}))
     return d
-
-
-def _nb(path, cells):
-    nb = nbformat.v4.new_notebook()
-    nb.cells = cells
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, path)
 
 
 @pytest.mark.parametrize("only,exists,message", [
@@ -184,7 +178,7 @@ def test_a_damaged_cache_is_named_and_rebuilt_by_notebook_00(file, problem, cifa
     rebuilt = data.build_cache(cifake_folder, cache_dir=home / "c", progress=False)
     assert rebuilt.content_hash == good.content_hash and np.array_equal(rebuilt.images, pixels)
     said = capsys.readouterr().out
-    assert (f"is damaged" in said and "rebuilding it" in said) == (file != "meta.json")   # no meta: plainly stale
+    assert ("is damaged" in said and "rebuilding it" in said) == (file != "meta.json")   # no meta: plainly stale
 
 
 def test_a_damaged_cache_under_prepared_data(cifake_folder, home, monkeypatch, capsys):
@@ -311,8 +305,8 @@ def test_ctrl_c_is_one_line_exit_130_and_stops_the_kernel(tmp_path):
     d = tmp_path / "notebooks"
     d.mkdir()
     pid_file = tmp_path / "kernel.pid"
-    _nb(d / "00_first.ipynb", [nbformat.v4.new_code_cell("print('first done')")])
-    _nb(d / "01_long.ipynb", [nbformat.v4.new_code_cell(f"import os, pathlib, time\npathlib.Path({str(pid_file)!r})"
+    write_notebook(d / "00_first.ipynb", [nbformat.v4.new_code_cell("print('first done')")])
+    write_notebook(d / "01_long.ipynb", [nbformat.v4.new_code_cell(f"import os, pathlib, time\npathlib.Path({str(pid_file)!r})"
                                                         ".write_text(str(os.getpid()))"),
                               nbformat.v4.new_code_cell("time.sleep(120)")])
     (d / "profiles.yaml").write_text(yaml.safe_dump({"defaults": {"00_first": {"n": 1}, "01_long": {"k": 0}},

@@ -18,12 +18,12 @@ import nbformat
 import numpy as np
 import pytest
 import torch
-import yaml
 from PIL import Image
 from torch import nn
 
 from aidetect_utils import artifacts, data, engine, images, models, pipeline, predict, transforms
 from aidetect_utils.data import DataSourceError, build_cache
+
 
 BAD_NAME = b"photo-\xff\xfe-caf\xe9.jpg"       # Latin-1 bytes: not valid UTF-8, allowed by the filesystem
 
@@ -423,21 +423,6 @@ def test_a_kill_inside_the_checkpoint_swap_never_restarts_the_run(dies_at, last_
 
 
 # ------------------------------------------------------------------ the headless runner
-def _series(tmp_path: Path, body: str) -> Path:
-    d = tmp_path / "notebooks"
-    d.mkdir()
-    params = nbformat.v4.new_code_cell("profile = 'smoke'\noverrides = {}")
-    params.metadata["tags"] = ["parameters"]
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [params, nbformat.v4.new_code_cell("from aidetect_utils import params\n"
-                                                  "P = params.load(profile, '00_train', overrides)"),
-                nbformat.v4.new_code_cell(body)]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, d / "00_train.ipynb")
-    (d / "profiles.yaml").write_text(yaml.safe_dump({"defaults": {"00_train": {"lr": 0.01}}, "smoke": {}}))
-    return d
-
-
 def test_the_console_says_trained_reloaded_or_retrained_per_phase(tmp_path, capsys):
     body = f"""
 import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})
@@ -446,7 +431,8 @@ m = _net()
 _fit(m, {str(tmp_path / 'runs' / 'phase1')!r}, lr=P.lr)
 _fit(m, {str(tmp_path / 'runs' / 'phase2')!r}, lr=1e-3)
 """
-    d = _series(tmp_path, body)
+    from .conftest import train_series   # here: the notebooks below import this module alone
+    d = train_series(tmp_path, body)
     outputs = []
     for overrides in ({}, {}, {"lr": 0.05}):
         pipeline.run("smoke", notebooks_dir=d, out_dir=tmp_path / "out", overrides=overrides)
@@ -459,7 +445,8 @@ _fit(m, {str(tmp_path / 'runs' / 'phase2')!r}, lr=1e-3)
 
 
 def test_a_killed_kernel_is_one_failed_line(tmp_path, capsys, monkeypatch):
-    d = _series(tmp_path, "x = 1")
+    from .conftest import train_series   # here: the notebooks below import this module alone
+    d = train_series(tmp_path, "x = 1")
     nb = nbformat.read(d / "00_train.ipynb", 4)
     nb.cells.append(nbformat.v4.new_code_cell("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)"))
     nbformat.write(nb, d / "00_train.ipynb")

@@ -6,12 +6,7 @@ import yaml
 
 from aidetect_utils import params, pipeline
 
-
-def _nb(path, cells):
-    nb = nbformat.v4.new_notebook()
-    nb.cells = cells
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, path)
+from .conftest import parameters_cell, write_notebook
 
 
 @pytest.fixture()
@@ -19,12 +14,11 @@ def series(tmp_path):
     """A two-notebook project: 00 reads its parameters through params.load, 01 fails."""
     d = tmp_path / "notebooks"
     d.mkdir()
-    cell = nbformat.v4.new_code_cell("profile = 'smoke'\noverrides = {}")
-    cell.metadata["tags"] = ["parameters"]
-    _nb(d / "00_a.ipynb", [cell, nbformat.v4.new_code_cell(
+    cell = parameters_cell()
+    write_notebook(d / "00_a.ipynb", [cell, nbformat.v4.new_code_cell(
         "from aidetect_utils import params\nP = params.load(profile, '00_a', overrides)\n"
         "print('size', P.size * 2, profile)")])
-    _nb(d / "01_b.ipynb", [nbformat.v4.new_code_cell("x = 1"), nbformat.v4.new_code_cell("1 / 0")])
+    write_notebook(d / "01_b.ipynb", [nbformat.v4.new_code_cell("x = 1"), nbformat.v4.new_code_cell("1 / 0")])
     (d / "profiles.yaml").write_text(yaml.safe_dump({
         "defaults": {"00_a": {"size": 1}, "01_b": {"k": 0}},
         "smoke": {"all": {}}, "big": {"00_a": {"size": 50}}, "bigger": {"extends": "big", "01_b": {"k": 2}}}))

@@ -34,6 +34,8 @@ from torch import nn
 
 from aidetect_utils import artifacts, engine, evaluation, images, models, params, paths, pipeline, predict, transforms
 
+from .conftest import train_series
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -463,23 +465,6 @@ def test_a_vision_language_folder_is_read_from_safetensors_only(real_images, tmp
                    "a model folder are never loaded; save the adapter with safe_serialization=True)\n")
 
 
-def _notebook_series(tmp_path: Path, body: str) -> Path:
-    import nbformat
-    d = tmp_path / "notebooks"
-    d.mkdir(exist_ok=True)
-    params_cell = nbformat.v4.new_code_cell("profile = 'smoke'\noverrides = {}")
-    params_cell.metadata["tags"] = ["parameters"]
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [params_cell, nbformat.v4.new_code_cell("from aidetect_utils import params\n"
-                                                       "P = params.load(profile, '00_train', overrides)"),
-                nbformat.v4.new_code_cell(body)]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, d / "00_train.ipynb")
-    (d / "profiles.yaml").write_text(yaml.safe_dump({"defaults": {"00_train": {"lr": 0.01}}, "smoke": {},
-                                                     "types": {"00_train": {"lr": "float>0"}}}))
-    return d
-
-
 TRAINING_CELL = """
 import torch
 from torch import nn
@@ -516,7 +501,7 @@ def test_a_notebook_rerun_reloads_and_an_edited_recipe_retrains(tmp_path, capsys
         if edit is not None:
             assert cell.count(edit[0]) == 1
             cell = cell.replace(*edit)
-        pipeline.run("smoke", notebooks_dir=_notebook_series(tmp_path, cell), out_dir=tmp_path / "out")
+        pipeline.run("smoke", notebooks_dir=train_series(tmp_path, cell, types={"00_train": {"lr": "float>0"}}), out_dir=tmp_path / "out")
         said += [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("[pipeline]   ")]
     assert said == ["[pipeline]   00 train: trained", "[pipeline]   00 train: reloaded (same settings)",
                     "[pipeline]   00 train: trained (changed: code)",         # an edit that changes no setting
