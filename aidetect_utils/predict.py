@@ -17,6 +17,7 @@ whose verdicts the model cannot back.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import stat
@@ -28,10 +29,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .artifacts import ModelFolderError, load_domain_check, load_model_folder
+from .artifacts import ModelFolderError, load_domain_check, load_model_folder, read_model_spec
 from .domain import recording, stacked
 from .engine import predict_proba
 from .images import decode_files, display_name, iter_image_files
+from .registry import is_large
 from .transforms import ArrayDataset, eval_transform
 
 
@@ -39,16 +41,61 @@ COLUMNS = ["path", "prob_fake", "label", "in_domain", "domain_score", "domain_no
 
 
 class Predictor:
-    """A loaded model folder that scores decoded images."""
+    """A loaded model folder that scores decoded images.
+
+    A large model (``registry.is_large``: a vision-language detector on a 7B base) is held in
+    memory one at a time: loading one releases the large model loaded before it, which is loaded
+    again when it is next used. So notebook 07, which keeps a predictor per method, peaks at one
+    7B model instead of two (about 16.6 GB each in 16 bits): what a 15 GB T4 allows."""
+
+    _resident: "Predictor | None" = None      # the large model in memory now, if any
 
     def __init__(self, folder: str | Path, device: str | None = None):
-        self.model, self.spec = load_model_folder(folder)
+        self.folder = Path(folder)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.model.to(self.device)
+        self._model = None
+        self.large = _is_large(self.folder)
+        if self.large and Predictor._resident is not None:
+            Predictor._resident.release()      # free the large model held now before this one loads
+        self.spec = self._load()               # loaded now, so a broken folder fails here, in one line
         self.prep = self.spec["preprocessing"]
         self.threshold = float(self.spec.get("threshold", 0.5))
         self.transform = eval_transform(self.prep)
         self.domain = load_domain_check(folder, self.spec)
+        if self.large:
+            self._hold()
+
+    def _load(self) -> dict:
+        self._model, spec = load_model_folder(self.folder)
+        self._model.to(self.device)
+        return spec
+
+    def _hold(self) -> None:
+        """Make this the one large model in memory: release the one held before it."""
+        held = Predictor._resident
+        if held is not None and held is not self:
+            held.release()
+        Predictor._resident = self
+
+    def release(self) -> None:
+        """Free this model's memory; it is loaded again from its folder when next used."""
+        self._model = None
+        if Predictor._resident is self:
+            Predictor._resident = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The model, loaded again (releasing another large one first) if it was released."""
+        if self._model is None:
+            if self.large and Predictor._resident is not None:
+                Predictor._resident.release()      # free the other one before this one loads
+            self._load()
+        if self.large:
+            self._hold()
+        return self._model
 
     def prob_fake(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """P(FAKE) for an (N, S, S, 3) uint8 array already at ``source_size``."""
@@ -85,6 +132,15 @@ class Predictor:
         """:meth:`table` of every readable file, and the unreadable files with their one-line errors."""
         images, sizes, names, errors = decode_files(paths, self.prep["source_size"])
         return self.table(images, sizes, names), errors
+
+
+def _is_large(folder: Path) -> bool:
+    """``registry.is_large`` of a folder's architecture; False when the folder cannot say (its
+    loading then raises the one-line ``ModelFolderError``)."""
+    try:
+        return is_large(read_model_spec(folder)["architecture"])
+    except (ModelFolderError, ValueError, KeyError):
+        return False
 
 
 def check_output(path: str | os.PathLike) -> Path:

@@ -20,18 +20,28 @@ PROVIDERS = ("aidetect_utils.models", "aidetect_utils.vlm.detector")
 class Builder:
     fn: Callable                # fn(folder, **kwargs) -> nn.Module
     self_loading: bool          # True: fn loads the weights itself (save_pretrained folders, LoRA adapters)
+    large: Callable[[dict], bool] | None = None   # kwargs -> a model held in memory one at a time (see is_large)
 
 
 _BUILDERS: dict[str, Builder] = {}
 
 
-def register(name: str, self_loading: bool = False):
+def register(name: str, self_loading: bool = False, large: Callable[[dict], bool] | None = None):
     """Decorator: ``fn(folder, **kwargs)`` builds the architecture ``name`` (weights loaded by the
-    caller from ``model.safetensors`` unless ``self_loading``)."""
+    caller from ``model.safetensors`` unless ``self_loading``). ``large(kwargs)``: whether such a
+    model is too big to hold beside another of its kind (see :func:`is_large`)."""
     def deco(fn):
-        _BUILDERS[name] = Builder(fn, self_loading)
+        _BUILDERS[name] = Builder(fn, self_loading, large)
         return fn
     return deco
+
+
+def is_large(architecture: dict) -> bool:
+    """Whether the model an ``architecture`` spec describes is one that is held in memory one at
+    a time (a vision-language detector on a 7B base: two of them do not fit a 15 GB GPU); its
+    builder says so from its arguments."""
+    builder = get(architecture.get("builder"))
+    return bool(builder.large and builder.large(architecture.get("kwargs", {})))
 
 
 def get(name: str) -> Builder:

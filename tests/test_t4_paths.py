@@ -4,8 +4,9 @@ SID_Set read as a stream.
 
 What only a GPU runs is kept to pure functions given a compute capability
 (``gpu.autocast_precision``, ``vlm.backends.base_load_kwargs``), so a T4's choices are asserted
-here. The 4-bit load itself runs on this CPU when bitsandbytes is installed (it is not in the
-project's environment: that test is skipped there).
+here. The 4-bit load itself runs on this CPU when bitsandbytes is installed (the project's
+``dev`` extra has it). Notebook 07's peak of one large model is checked with two real
+detectors on a hub-style base.
 """
 from __future__ import annotations
 
@@ -261,3 +262,44 @@ def test_balancing_undersamples_the_larger_class_with_the_seed():
     assert len(sidset.balanced_indices(labels, max_per_class=1)) == 2
     with pytest.raises(ValueError, match="empty for one class"):
         sidset.balanced_indices([0, 0, 2])
+
+
+# ------------------------------------------------------------------------------ one large model at a time
+def test_large_models_are_held_one_at_a_time_with_the_same_scores(saved_16bit, tmp_path):
+    """Two VLM detectors on a hub base (a tiny one here: the rule goes by the base, not the
+    size) and a CNN: loading the second VLM releases the first, using the first again reloads
+    it and releases the second, scores do not change, and the CNN is never released. So 07's
+    peak is one 7B model on a T4, whatever order its sections use them in."""
+    import shutil
+    from aidetect_utils import artifacts, models, predict, registry
+    det_folder, _ = saved_16bit
+    spec = json.loads((det_folder / "adapter" / "adapter_config.json").read_text())
+    folders = []
+    for name in ("qwen_a", "qwen_b"):
+        f = tmp_path / name
+        shutil.copytree(det_folder, f)
+        (f / artifacts.MODEL_JSON).write_text(json.dumps({
+            "schema_version": artifacts.SCHEMA_VERSION, "method": name,
+            "architecture": {"builder": "qwen_vl_lora", "kwargs": {"base_model": spec["base_model_name_or_path"],
+                                                                    "backend": "transformers"}},
+            "preprocessing": vlm.vlm_preprocessing(32), "class_names": ["REAL", "FAKE"], "threshold": 0.5}))
+        folders.append(f)
+    from aidetect_utils import transforms
+    cnn_arch = {"builder": "efficientnet_detector", "kwargs": {"backbone": "tf_efficientnet_lite0", "hidden": 16}}
+    artifacts.save_model_folder(tmp_path / "cnn", models.EfficientNetDetector(hidden=16).eval(), method="cnn",
+                                architecture=cnn_arch,
+                                preprocessing=transforms.preprocessing(32, mean=(0.5,) * 3, std=(0.5,) * 3, source_size=32))
+    assert registry.is_large(json.loads((folders[0] / artifacts.MODEL_JSON).read_text())["architecture"])
+    assert not registry.is_large(cnn_arch)
+    images = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    a = predict.Predictor(folders[0], device="cpu")
+    first = a.prob_fake(images)
+    small = predict.Predictor(tmp_path / "cnn", device="cpu")
+    b = predict.Predictor(folders[1], device="cpu")
+    assert a._model is None and b._model is not None and small._model is not None   # one VLM in memory
+    again = a.prob_fake(images)                                                       # a comes back...
+    assert a._model is not None and b._model is None and small._model is not None     # ...and b goes
+    assert np.array_equal(first, again) and np.array_equal(b.prob_fake(images), first)  # same weights, same scores
+    assert a._model is None and predict.Predictor._resident is b
+    b.release()
+    assert predict.Predictor._resident is None

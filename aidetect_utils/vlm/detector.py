@@ -161,6 +161,6 @@ def evaluate_and_save(trainer, processor, info: dict, test, *, method: str, prof
                 domain_check=domain_check, out_dir=out_dir)
 
 
-@register("qwen_vl_lora", self_loading=True)
+@register("qwen_vl_lora", self_loading=True, large=lambda kw: kw.get("base_model") != TINY)   # a hub base: billions of parameters
 def _build(folder, base_model: str, backend: str = "transformers") -> VLMDetector:
     return VLMDetector.from_folder(folder, base_model, backend)
