@@ -4,8 +4,9 @@ SID_Set read as a stream.
 
 What only a GPU runs is kept to pure functions given a compute capability
 (``gpu.autocast_precision``, ``vlm.backends.base_load_kwargs``), so a T4's choices are asserted
-here. The 4-bit load itself runs on this CPU when bitsandbytes is installed (the project's
-``dev`` extra has it). Notebook 07's peak of one large model is checked with two real
+here. The 4-bit load itself runs on this CPU when bitsandbytes (0.50+) is installed
+(``pip install bitsandbytes``; it is not in the project's environment, whose VLM notebooks it
+would fill with a stderr line about a missing ``kernels`` package, so CI skips that test). Notebook 07's peak of one large model is checked with two real
 detectors on a hub-style base.
 """
 from __future__ import annotations
@@ -17,9 +18,10 @@ import numpy as np
 import pytest
 import torch
 
-from aidetect_utils import engine, gpu, rehearsal, sidset, vlm
+from aidetect_utils import engine, gpu, sidset, vlm
 from aidetect_utils.vlm import backends
 from aidetect_utils.vlm.detector import BASE_LOAD, VLMDetector, read_base_load
+from gpu_kit import rehearsal            # SID_Set-like data, built offline
 
 no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="checks this machine's CPU-only choice")
 HAS_CPU_BNB = backends.bitsandbytes_runs_on("cpu")
