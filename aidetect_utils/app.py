@@ -71,13 +71,12 @@ class Detector:
 def load_detectors(folders: list[str | Path], device: str = "cpu") -> list[Detector]:
     """Load model folders; raise ``artifacts.ModelFolderError`` (one line) on a bad one."""
     from .explain import supports_explanations
-    from .models import FeatureClassifier
     from .predict import Predictor
     out = []
     for f in folders:
         p = Predictor(f, device=device)
         model = p.model
-        mc = isinstance(model, FeatureClassifier) and any(isinstance(m, torch.nn.Dropout) for m in model.head.modules())
+        mc = bool(getattr(model, "supports_mc_dropout", False))     # the model says (see models)
         name = Path(f).resolve().parent.name if Path(f).name == "model" else Path(f).name
         out.append(Detector(name=name, predictor=p, spec=p.spec, mc_dropout=mc, gradcam=supports_explanations(model)))
     if not out:

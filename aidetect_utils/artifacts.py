@@ -102,6 +102,13 @@ def save_model_folder(folder: str | Path, model: nn.Module, *, method: str, arch
     return folder
 
 
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts, as metrics.json records them."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, total
+
+
 class ModelFolderError(ValueError):
     """A model folder that cannot be loaded; ``str(err)`` is one line naming the folder and the fault."""
 
@@ -274,7 +281,6 @@ def _evaluate_and_save(model, test, out: Path, *, method, backbone, profile, pre
                        train_seconds, batch_size, threshold, extra, prob_fake, inference_seconds, dataset,
                        domain_check) -> dict:
     from .engine import make_loader, predict_proba
-    from .models import count_parameters
     from .transforms import ArrayDataset, eval_transform
     if prob_fake is None:
         loader = make_loader(ArrayDataset(test.images, test.labels, eval_transform(preprocessing)), batch_size)

@@ -93,16 +93,10 @@ def input_stats(images: np.ndarray, jpeg_quality: int = 75) -> np.ndarray:
 
 
 def penultimate_layer(model: nn.Module) -> str | None:
-    """The module whose output is the model's penultimate representation (the kNN features), or
-    None for a model without one cheap to read (a vision-language model: input statistics only)."""
-    from .models import EfficientNetDetector, FeatureClassifier, ViTClassifier
-    if isinstance(model, EfficientNetDetector):
-        return "head.1"                                       # ReLU after the hidden Dense layer
-    if isinstance(model, FeatureClassifier):
-        return f"head.{len(model.head) - 2}" if isinstance(model.head, nn.Sequential) else "backbone"
-    if isinstance(model, ViTClassifier):
-        return "vit.vit.layernorm"                            # its class token
-    return None
+    """The module whose output is the model's penultimate representation (the kNN features), as
+    the model declares it (``feature_layer``, see ``models``), or None for a model without one
+    cheap to read (a vision-language model: input statistics only)."""
+    return getattr(model, "feature_layer", None)
 
 
 @contextmanager

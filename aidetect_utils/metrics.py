@@ -4,11 +4,34 @@ scikit-learn computes everything it has: accuracy, balanced accuracy, precision/
 class and macro, ROC AUC, PR AUC (average precision), the confusion matrix and the ROC curve.
 Expected calibration error is not in scikit-learn, so :func:`expected_calibration_error` is
 written here (equal-width bins, as in Guo et al. 2017). FAKE (label 1) is the positive class.
+
+One decision rule everywhere: an image is judged FAKE when P(FAKE) >= :data:`THRESHOLD`
+(:func:`judged_fake`); every model folder records the threshold it was scored with.
 """
 from __future__ import annotations
 
 import numpy as np
 from sklearn import metrics as skm
+
+#: The decision threshold: P(FAKE) >= THRESHOLD is judged FAKE, below it REAL (the boundary
+#: itself is FAKE). Training accuracy, test metrics, notebook 07 and the model folders use it.
+THRESHOLD = 0.5
+
+
+def judged_fake(prob_fake, threshold: float = THRESHOLD) -> np.ndarray:
+    """1 (FAKE) where P(FAKE) reaches ``threshold``, 0 (REAL) below it: the one boundary rule."""
+    return (np.asarray(prob_fake) >= threshold).astype(int)
+
+
+def accuracy(y_true, prob_fake, threshold: float = THRESHOLD) -> float:
+    """Share of images whose :func:`judged_fake` verdict is their label (no input checks: the
+    bootstrap calls it a thousand times)."""
+    return float((judged_fake(prob_fake, threshold) == np.asarray(y_true)).mean())
+
+
+def roc_auc(y_true, prob_fake) -> float:
+    """ROC AUC of P(FAKE), or NaN when only one class is present (a resample may lack one)."""
+    return float(skm.roc_auc_score(y_true, prob_fake)) if len(np.unique(y_true)) == 2 else float("nan")
 
 
 def _check(y_true, prob_fake) -> tuple[np.ndarray, np.ndarray]:
@@ -28,7 +51,7 @@ def _check(y_true, prob_fake) -> tuple[np.ndarray, np.ndarray]:
 def confidence_bins(y: np.ndarray, p: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Confidence of the predicted class, whether it is right (0/1), and the index of its
     equal-width bin (lo, hi] among ``edges``: what ECE and reliability diagrams are made of."""
-    pred = (p >= 0.5).astype(int)
+    pred = judged_fake(p)
     conf = np.where(pred == 1, p, 1 - p)
     idx = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, len(edges) - 2)
     return conf, (pred == y).astype(float), idx
@@ -58,10 +81,10 @@ def tpr_at_fpr(y_true, prob_fake, fpr_target: float = 0.05) -> float:
     return float(tpr[ok].max()) if ok.any() else 0.0
 
 
-def classification_metrics(y_true, prob_fake, threshold: float = 0.5) -> dict:
+def classification_metrics(y_true, prob_fake, threshold: float = THRESHOLD) -> dict:
     """Every number the metrics.json schema holds, as plain floats/ints."""
     y, p = _check(y_true, prob_fake)
-    pred = (p >= threshold).astype(int)
+    pred = judged_fake(p, threshold)
     prec, rec, f1, support = skm.precision_recall_fscore_support(y, pred, labels=[0, 1], zero_division=0)
     both = len(np.unique(y)) == 2
     cm = skm.confusion_matrix(y, pred, labels=[0, 1])

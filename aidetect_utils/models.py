@@ -4,6 +4,17 @@ A model folder stores an ``architecture`` spec (a builder name plus keyword argu
 :func:`build_from_spec` turns it back into the module, so the predict command needs nothing
 but the folder. Builders never download: pretrained weights are loaded by the notebooks
 (hub checkpoints in the ``full`` profile, the offline EfficientNet-Lite0 file otherwise).
+
+Each detector class declares what the rest of the package asks of a model, so that adding a
+detector family means editing its own module and the registry only:
+
+- ``feature_layer``: the submodule whose output is the penultimate representation (what the
+  domain check's kNN reads, ``domain.penultimate_layer``), or None;
+- ``gradcam_target(x=None)``: ``(layer, reshape)`` for Grad-CAM (``explain``), or None;
+- ``supports_mc_dropout``: whether ``features(x)`` followed by a ``head`` with dropout can be
+  sampled for Monte Carlo dropout (the web page's uncertainty, ``app``).
+
+A model that declares none of them (a plain Hugging Face classifier) has none of these.
 """
 from __future__ import annotations
 
@@ -14,14 +25,9 @@ import torch
 from torch import nn
 
 from . import registry
+from .artifacts import count_parameters  # noqa: F401 (the notebooks call models.count_parameters)
+from .explain import cnn_target, vit_target
 from .registry import register
-
-
-def count_parameters(model: nn.Module) -> tuple[int, int]:
-    """(trainable, total) parameter counts."""
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return trainable, total
 
 
 def set_trainable(module: nn.Module, flag: bool) -> None:
@@ -37,6 +43,9 @@ class EfficientNetDetector(nn.Module):
     Dense(1, sigmoid)); the sigmoid lives in the loss (``BCEWithLogitsLoss``) for stability.
     """
 
+    feature_layer = "head.1"            # the ReLU after the hidden Dense layer
+    supports_mc_dropout = False         # no features() to split off: the backbone is trained with the head
+
     def __init__(self, backbone: str = "tf_efficientnet_lite0", hidden: int = 256, dropout: float = 0.5):
         super().__init__()
         import timm
@@ -46,6 +55,11 @@ class EfficientNetDetector(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(x)).squeeze(-1)
+
+    def gradcam_target(self, x: torch.Tensor | None = None):
+        """The deepest CNN stage still at least 4x4 for ``x`` (``explain.cnn_target``); None for a
+        timm backbone without EfficientNet's ``conv_head``."""
+        return cnn_target(self.backbone, x) if hasattr(self.backbone, "conv_head") else None
 
 
 def weight_layers(module: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -183,6 +197,9 @@ class ViTClassifier(nn.Module):
     smaller patch grid, which cuts the cost roughly with the number of patches.
     """
 
+    feature_layer = "vit.vit.layernorm"  # the final norm; the domain check reads its class token
+    supports_mc_dropout = False
+
     def __init__(self, config: dict | None = None, checkpoint: str | None = None,
                  interpolate_pos_encoding: bool = False):
         super().__init__()
@@ -196,6 +213,10 @@ class ViTClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.vit(pixel_values=x, interpolate_pos_encoding=self.interpolate_pos_encoding).logits
+
+    def gradcam_target(self, x: torch.Tensor | None = None):
+        """The patch tokens of the last encoder block (``explain.vit_target``)."""
+        return vit_target(self.vit.vit)
 
     def spec(self) -> dict:
         """Architecture spec for a model folder (rebuilt from the config, never from the hub)."""
@@ -268,6 +289,27 @@ class FeatureClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
+
+    @property
+    def feature_layer(self) -> str:
+        """The input of an MLP head's last linear layer (its last hidden activation), or the
+        backbone's features for a linear head."""
+        return f"head.{len(self.head) - 2}" if isinstance(self.head, nn.Sequential) else "backbone"
+
+    @property
+    def supports_mc_dropout(self) -> bool:
+        """True when the head has dropout: the frozen features are computed once and the head
+        sampled (the DINO recipe's Bayesian head)."""
+        return any(isinstance(m, nn.Dropout) for m in self.head.modules())
+
+    def gradcam_target(self, x: torch.Tensor | None = None):
+        """A timm CNN backbone's deepest stage still at least 4x4 for ``x``, or a ViT backbone's
+        last block (``explain``); None for any other backbone."""
+        if hasattr(self.backbone, "conv_head"):
+            return cnn_target(self.backbone, x)
+        if hasattr(self.backbone, "embeddings"):
+            return vit_target(self.backbone)
+        return None
 
     def spec(self) -> dict:
         bb = ({"kind": "vit", "config": self.backbone.config.to_diff_dict()} if self.kind == "vit"

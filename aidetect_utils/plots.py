@@ -133,15 +133,6 @@ def test_report(record: dict, out_dir, title: str, y_true=None, prob_fake=None, 
     return evaluation_panel(y_true, prob_fake, title=title, save=Path(out_dir) / "evaluation.png")
 
 
-def count_table_plot(table: pd.DataFrame, title: str = "", save=None):
-    """A heatmap of a count table (e.g. CIFAR class x label)."""
-    fig, ax = plt.subplots(figsize=(1 + 0.9 * table.shape[1], 0.5 + 0.4 * table.shape[0]))
-    sns.heatmap(table, annot=True, fmt="d", cmap="Greens", cbar=False, ax=ax)
-    ax.set_title(title)
-    fig.tight_layout()
-    return _save(fig, save)
-
-
 def step_loss(history: pd.DataFrame, title: str = "", save=None):
     """Training loss (and learning rate) per logged optimiser step, e.g. ``vlm.loss_history``."""
     fig, ax = plt.subplots(figsize=(6.5, 3.2))

@@ -31,7 +31,6 @@ from typing import Callable
 import numpy as np
 
 SID_SET = "saberzl/SID_Set"
-SID_LABELS = {0: "real", 1: "full_synthetic", 2: "tampered"}
 
 
 def stream_sid_set(split: str = "train", max_per_class: int | None = None, *, min_width: int | None = None,

@@ -9,6 +9,12 @@ data's resolution (``source_size``, 32 for CIFAKE), then resized to the network'
 CNNDetection, Wang et al. 2020, and B-Free, Guillaro et al. 2025): random Gaussian blur,
 down-and-up resizing, JPEG re-compression and Gaussian noise, each applied with a probability
 and a random strength, at the source resolution, before anything else.
+
+Each of the four is one function of a fixed strength (:func:`gaussian_blur`,
+:func:`down_up_resize`, :func:`gaussian_noise`, :func:`jpeg`; :data:`DEGRADATIONS` by name):
+``robustness.corrupt`` calls it at the strengths notebook 07 tests, and the training op draws a
+strength and calls it (torchvision's ``GaussianBlur`` and ``JPEG`` call the same kernels), so a
+model is trained against exactly the corruption it is tested on.
 """
 from __future__ import annotations
 
@@ -59,40 +65,70 @@ def eval_transform(prep: dict) -> v2.Compose:
                                v2.Normalize(prep["mean"], prep["std"])])
 
 
-class RandomDownUpResize(torch.nn.Module):
-    """Shrink a uint8 CHW image by a random factor in ``scale``, then bring it back to its size
+def blur_kernel_size(sigma: float) -> int:
+    """The odd side of the Gaussian kernel that reaches three ``sigma`` either side of its centre
+    (a random blur sizes it for the largest sigma it can draw)."""
+    return 2 * int(np.ceil(3 * float(sigma))) + 1
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float, kernel_size: int | None = None) -> torch.Tensor:
+    """Gaussian blur of uint8 (..., C, H, W) images with standard deviation ``sigma`` pixels, over
+    a :func:`blur_kernel_size` kernel unless ``kernel_size`` is given."""
+    k = blur_kernel_size(sigma) if kernel_size is None else int(kernel_size)
+    return v2.functional.gaussian_blur(x, kernel_size=[k, k], sigma=[float(sigma)] * 2)
+
+
+def down_up_resize(x: torch.Tensor, factor: float) -> torch.Tensor:
+    """Shrink uint8 (..., C, H, W) images by ``factor``, then bring them back to their size
     (bicubic, antialiased both ways): the fine detail a thumbnailed, re-posted or rescaled image
-    loses. Written out because torchvision has no single op for the round trip; the same two
-    resizes as ``evaluation.corrupt(kind="resize")``."""
+    loses. Written out because torchvision has no single op for the round trip."""
+    h, w = x.shape[-2:]
+    small = (max(1, round(h * factor)), max(1, round(w * factor)))
+    mode = v2.InterpolationMode.BICUBIC
+    return v2.functional.resize(v2.functional.resize(x, small, interpolation=mode, antialias=True),
+                                [h, w], interpolation=mode, antialias=True)
+
+
+def gaussian_noise(x: torch.Tensor, sigma: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Add Gaussian noise of standard deviation ``sigma`` (0-255 units) to uint8 images and round
+    back to uint8 (torchvision's ``GaussianNoise`` takes float images). ``generator``: where the
+    noise is drawn from (None: torch's global generator, as in training)."""
+    return (x.float() + torch.randn(x.shape, generator=generator) * float(sigma)).round().clamp(0, 255).to(torch.uint8)
+
+
+def jpeg(x: torch.Tensor, quality: int) -> torch.Tensor:
+    """uint8 (..., C, H, W) images encoded as JPEG at ``quality`` and decoded again, in memory."""
+    return v2.functional.jpeg(x, quality=int(quality))
+
+
+#: The degradations by name, each a function of (uint8 images, fixed strength).
+DEGRADATIONS = {"blur": gaussian_blur, "resize": down_up_resize, "noise": gaussian_noise, "jpeg": jpeg}
+
+
+class RandomDownUpResize(torch.nn.Module):
+    """:func:`down_up_resize` by a random factor drawn uniformly from ``scale``."""
 
     def __init__(self, scale: tuple[float, float] = (0.25, 1.0)):
         super().__init__()
         self.scale = (float(scale[0]), float(scale[1]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        f = float(torch.empty(1).uniform_(*self.scale))
-        small = (max(1, round(h * f)), max(1, round(w * f)))
-        mode = v2.InterpolationMode.BICUBIC
-        return v2.functional.resize(v2.functional.resize(x, small, interpolation=mode, antialias=True),
-                                    [h, w], interpolation=mode, antialias=True)
+        return down_up_resize(x, float(torch.empty(1).uniform_(*self.scale)))
 
     def extra_repr(self) -> str:
         return f"scale={self.scale}"
 
 
 class RandomGaussianNoise(torch.nn.Module):
-    """Add Gaussian noise of a random standard deviation in ``sigma`` (0-255 units) to a uint8
-    image and round back to uint8 (torchvision's ``GaussianNoise`` takes float images and one
-    fixed sigma); the same noise as ``evaluation.corrupt(kind="noise")``."""
+    """:func:`gaussian_noise` of a random standard deviation drawn uniformly from ``sigma``
+    (torchvision's ``GaussianNoise`` takes float images and one fixed sigma)."""
 
     def __init__(self, sigma: tuple[float, float] = (0.0, 16.0)):
         super().__init__()
         self.sigma = (float(sigma[0]), float(sigma[1]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = float(torch.empty(1).uniform_(*self.sigma))
-        return (x.float() + torch.randn(x.shape) * s).round().clamp(0, 255).to(torch.uint8)
+        return gaussian_noise(x, float(torch.empty(1).uniform_(*self.sigma)))
 
     def extra_repr(self) -> str:
         return f"sigma={self.sigma}"
@@ -111,14 +147,14 @@ def degradation(p: float | dict = 0.5, blur_sigma=(0.1, 3.0), resize_scale=(0.25
     U{30..100} at p = 0.5; AIDE uses p = 0.1."""
     prob = (lambda name: float(p.get(name, 0.0))) if isinstance(p, dict) else (lambda name: float(p))
     ops = []
-    if blur_sigma is not None:
-        k = 2 * int(np.ceil(3 * float(blur_sigma[1]))) + 1
-        ops.append(("blur", v2.GaussianBlur(kernel_size=k, sigma=(max(1e-3, float(blur_sigma[0])), float(blur_sigma[1])))))
+    if blur_sigma is not None:      # torchvision's GaussianBlur draws sigma and calls the kernel gaussian_blur calls
+        ops.append(("blur", v2.GaussianBlur(kernel_size=blur_kernel_size(blur_sigma[1]),
+                                            sigma=(max(1e-3, float(blur_sigma[0])), float(blur_sigma[1])))))
     if resize_scale is not None:
         ops.append(("resize", RandomDownUpResize(resize_scale)))
     if noise_sigma is not None:
         ops.append(("noise", RandomGaussianNoise(noise_sigma)))
-    if jpeg_quality is not None:
+    if jpeg_quality is not None:    # torchvision's JPEG draws a quality and calls the kernel jpeg calls
         ops.append(("jpeg", v2.JPEG(quality=tuple(int(q) for q in jpeg_quality))))
     steps = [v2.RandomApply([op], p=prob(name)) for name, op in ops if prob(name) > 0]
     return v2.Compose(steps) if steps else v2.Identity()

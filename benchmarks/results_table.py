@@ -1,4 +1,4 @@
-"""Print README's results table from results/<method>/metrics.json (what the notebooks wrote).
+"""Print RESULTS.md's results table from results/<method>/metrics.json (what the notebooks wrote).
 
     python benchmarks/results_table.py            # every method found under results/
 """

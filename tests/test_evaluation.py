@@ -215,9 +215,10 @@ def test_decode_files_skips_what_cannot_be_read(cifake_folder, tmp_path):
 
 
 def test_domain_scores_and_summary_by_hand(cifake_folder, monkeypatch):
+    from aidetect_utils import domain_eval
     decoded = []
     real_decode = ev.decode_files
-    monkeypatch.setattr(ev, "decode_files", lambda files, size: decoded.append(size) or real_decode(files, size))
+    monkeypatch.setattr(domain_eval, "decode_files", lambda files, size: decoded.append(size) or real_decode(files, size))
     ref = np.zeros((4, 32, 32, 3), np.uint8) + np.array([0, 50, 100, 150], np.uint8)[:, None, None, None]
     files = sorted((cifake_folder / "test" / "FAKE").iterdir())[:5]
     pred, vlm, old = _StubPredictor(), _StubPredictor(layer=None), _StubPredictor(has_score=False)
@@ -305,3 +306,31 @@ def test_discover_names_the_notebook_behind_each_missing_method(tmp_path, monkey
     assert found == {} and len(notes) == 6
     with pytest.raises(ValueError, match=r"no results found: run at least one method notebook \(01-06\) first"):
         ev.align(found)
+
+
+# ------------------------------------------------------------------------------ one decision threshold
+def test_a_probability_on_the_threshold_is_fake_everywhere():
+    """metrics.THRESHOLD is the one boundary, and P(FAKE) exactly on it is FAKE in the metrics,
+    notebook 07's tables and the training loop's accuracy alike."""
+    from aidetect_utils import engine, metrics
+    y = np.array([1, 0, 1, 0])
+    p = np.array([metrics.THRESHOLD, metrics.THRESHOLD, 0.9, 0.1])
+    assert metrics.judged_fake(p).tolist() == [1, 1, 1, 0]
+    assert metrics.classification_metrics(y, p)["accuracy"] == ev._accuracy(y, p) == 0.75
+    labels = pd.DataFrame({"id": list("abcd"), "label": y, "cifar_class": [0, 0, 1, 1]})
+    assert ev.per_class_accuracy(labels, pd.DataFrame({"m": p}), [str(i) for i in range(10)])["m"].tolist() == [0.5, 1.0]
+    assert ev.confident_mistakes(labels, p)["id"].tolist() == ["b"]
+    per_image = pd.DataFrame({"folder": "f", "method": "m", "label": y, "prob_fake": p, "n_files": 4,
+                              "group": ["g"] * 4})
+    assert ev.folder_summary(per_image, n_boot=10).loc[0, "judged_fake"] == 0.75
+    assert ev.group_accuracy(per_image).loc["FAKE · g", "m"] == 1.0
+
+    class OnTheFence(torch.nn.Module):                 # logit 0: P(FAKE) exactly 0.5 for every image
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x):
+            return x.flatten(1).sum(1) * self.w
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.ones(4, 3), torch.tensor(y)), batch_size=2)
+    assert engine.evaluate_loss(OnTheFence(), loader)["acc"] == 0.5      # every image judged FAKE: the two FAKEs right

@@ -1,6 +1,7 @@
-"""The rehearsal: profiles every notebook accepts, local checkpoints every loader reads (built by
-the same code as the real-size ones, with tiny configs of the same families), the published
-configurations, Qwen's real token ids, the sharded random writer, and the SID_Set-like data."""
+"""The rehearsal (``gpu_kit/rehearsal.py``, the GPU measurement kit): profiles every notebook
+accepts, local checkpoints every loader reads (built by the same code as the real-size ones, with
+tiny configs of the same families), the published configurations, Qwen's real token ids, the
+sharded random writer, and the SID_Set-like data."""
 from __future__ import annotations
 
 import json
@@ -11,8 +12,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from aidetect_utils import artifacts, gpu, models, params, rehearsal, sidset, vlm
+from aidetect_utils import artifacts, gpu, models, params, sidset, vlm
 from aidetect_utils.paths import local_or_hub
+from gpu_kit import rehearsal
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))

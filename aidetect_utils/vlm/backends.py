@@ -189,7 +189,7 @@ def add_lora(model, backend: str, r: int = 16, alpha: int = 16, dropout: float =
 def lora_summary(model) -> dict:
     """Trainable/total parameters and the modules that carry LoRA adapters: how many, their
     short names (``lora_targets``) and their full names in the base model (``lora_names``)."""
-    from ..models import count_parameters
+    from ..artifacts import count_parameters
     trainable, total = count_parameters(model)
     wrapped = [n for n, m in model.named_modules() if hasattr(m, "lora_A") and hasattr(m, "base_layer")]
     return {"trainable": trainable, "total": total, "lora_modules": len(wrapped),

@@ -33,7 +33,13 @@ class VLMDetector(nn.Module):
     The logits are the next-token logits at the answer position for the first tokens of
     ``Real`` and ``Fake``; their softmax is (P(REAL), P(FAKE)) given that the model answers one
     of the two, which is what ``engine.prob_fake_from_logits`` computes.
+
+    Declarations (see ``models``): no feature layer cheap to read (its domain check uses input
+    statistics only), no Grad-CAM, no MC dropout.
     """
+
+    feature_layer = None
+    supports_mc_dropout = False
 
     def __init__(self, model, processor, base_model: str, backend: str):
         super().__init__()
@@ -47,6 +53,10 @@ class VLMDetector(nn.Module):
         logits = self.model(**batch).logits
         last = batch["attention_mask"].sum(1) - 1
         return logits[torch.arange(len(last), device=last.device), last][:, self.answer_ids].float()
+
+    def gradcam_target(self, x: torch.Tensor | None = None):
+        """None: Grad-CAM does not cover vision-language models."""
+        return None
 
     def spec(self) -> dict:
         return {"builder": "qwen_vl_lora", "kwargs": {"base_model": self.base_model, "backend": self.backend}}

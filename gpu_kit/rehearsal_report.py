@@ -1,4 +1,4 @@
-"""results/gpu/rehearsal.csv from what benchmarks/gpu_rehearsal.sh left in results/gpu/rehearsal/.
+"""results/gpu/rehearsal.csv from what gpu_kit/rehearsal.sh left in results/gpu/rehearsal/.
 
 One row per notebook and pass (``main``: the rehearsal profile; ``capped15``: the same under a
 15 GiB allocator cap, few epochs). Columns:
@@ -20,7 +20,7 @@ One row per notebook and pass (``main``: the rehearsal profile; ``capped15``: th
   checkpoints per epoch) is counted once. Not included: decoding 12,000 real SID_Set images
   (05/06), and 07, which is scaled by its robustness_n ratio only. An estimate, not a run.
 
-    python benchmarks/gpu_rehearsal_report.py
+    python gpu_kit/rehearsal_report.py
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ from aidetect_utils import params  # noqa: E402
 
 R = ROOT / "results" / "gpu" / "rehearsal"
 OUT = ROOT / "results" / "gpu" / "rehearsal.csv"
-FULL_CIFAKE = {"train": 79_264, "val": 19_816, "test": 19_584}   # notebook 00 on the whole set (README)
+FULL_CIFAKE = {"train": 79_264, "val": 19_816, "test": 19_584}   # notebook 00 on the whole set (RESULTS.md)
 METHODS = {"01": "vit_finetune", "02": "vit_frozen_head", "03": "dino_bayesian_head",
            "04": "efficientnet_two_phase", "05": "qwen_vl_sft", "06": "qwen_vl_robust"}
 NAMES = {nb.stem[:2]: nb.name for nb in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")}
@@ -137,7 +137,7 @@ def row_for(pass_: str, nb: str, run: dict, profiles: dict, counts: dict) -> dic
 def main() -> int:
     runs_file = R / "runs.csv"
     if not runs_file.exists():
-        print(f"no {runs_file}: run benchmarks/gpu_rehearsal.sh first", file=sys.stderr)
+        print(f"no {runs_file}: run gpu_kit/rehearsal.sh first", file=sys.stderr)
         return 1
     profiles = params.load_profiles()
     counts = _rehearsal_counts()

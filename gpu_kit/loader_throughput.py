@@ -3,7 +3,7 @@ accelerate, as ``engine.fit`` trains) against how fast the data loader prepares 
 (32 -> 224 px bicubic resize, flip, normalise), with and without worker processes. It is the
 measurement behind ``engine.default_workers``: one loader process cannot feed the GPU.
 
-    python benchmarks/gpu_loader_throughput.py
+    python -m gpu_kit.loader_throughput        (from the project root)
 
 Random pixels stand in for images: throughput does not depend on their values.
 """

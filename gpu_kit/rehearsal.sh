@@ -1,30 +1,30 @@
 #!/usr/bin/env bash
 # The `full` profile's recipes at their real sizes on a GPU machine without a model hub:
 #   build   exact-architecture RANDOM checkpoints + SID_Set-like data under data/rehearsal
-#           (python -m aidetect_utils.rehearsal; Qwen2.5-VL-7B is 16.6 GB on disk)
+#           (python -m gpu_kit.rehearsal; Qwen2.5-VL-7B is 16.6 GB on disk)
 #   main    the series with --profile rehearsal, one notebook at a time, with nvidia-smi sampling
 #   capped  notebooks 01-06 again under a 15 GiB allocator cap (AIDETECT_GPU_MEMORY_GB=15, a
 #           16 GB Colab-class card), few epochs (peak memory depends on batch and input size,
 #           not on how many images); on out-of-memory the batch is halved (and, for 05/06, the
 #           gradient accumulation doubled) down to 1
-# then writes results/gpu/rehearsal.csv (benchmarks/gpu_rehearsal_report.py): per notebook and pass,
+# then writes results/gpu/rehearsal.csv (gpu_kit/rehearsal_report.py): per notebook and pass,
 # peak GPU memory (torch allocated/reserved from metrics.json, device-wide from nvidia-smi),
 # training throughput, inference images/s, and the full profile's wall time extrapolated.
 #
-#   bash benchmarks/gpu_rehearsal.sh                  # build main capped
-#   bash benchmarks/gpu_rehearsal.sh build main       # ~8 min on one H100 (estimate, not measured)
-#   bash benchmarks/gpu_rehearsal.sh capped           # ~2-3 min; rebuilds what build left missing
+#   bash gpu_kit/rehearsal.sh                  # build main capped
+#   bash gpu_kit/rehearsal.sh build main       # ~8 min on one H100 (estimate, not measured)
+#   bash gpu_kit/rehearsal.sh capped           # ~2-3 min; rebuilds what build left missing
 #
-# Needs papermill, ipykernel, datasets and grad-cam: wheels from `bash scripts/gpu_wheels.sh rehearsal`
+# Needs papermill, ipykernel, datasets and grad-cam: wheels from `bash gpu_kit/wheels.sh rehearsal`
 # in .whl/ (installed into /tmp/site here when papermill is missing), and CIFAKE at $AIDETECT_CIFAKE
 # (default .carry/cifake.tar.gz). ONLY="00 05" runs a subset; TINY=1 builds tiny checkpoints (a CPU
 # dry run of this script). When $OUT is set (the device tool), the CSV, the log and a tarball of
 # results/gpu/rehearsal/ are copied there after every notebook.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-source scripts/gpu_env.sh
+source gpu_kit/env.sh
 "$PY" -c "import papermill, ipykernel, datasets, pytorch_grad_cam" || {
-  echo "missing packages: run 'bash scripts/gpu_wheels.sh rehearsal' here and carry .whl" >&2; exit 1; }
+  echo "missing packages: run 'bash gpu_kit/wheels.sh rehearsal' here and carry .whl" >&2; exit 1; }
 
 R=results/gpu/rehearsal
 mkdir -p "$R"
@@ -39,7 +39,7 @@ declare -A QUICK=([01]="-p epochs 1 -p compare_n 64" [02]="-p max_epochs 1 -p co
                   [05]="-p n_train 16 -p n_test 8" [06]="-p n_train 16 -p n_test 8")
 say() { echo "[rehearsal $(date +%T)] $*" | tee -a "$LOG"; }
 ship() {   # CSV + log + small tarball to $OUT (the device tool brings back at most 8 files)
-  "$PY" benchmarks/gpu_rehearsal_report.py >/dev/null 2>>"$LOG" || true
+  "$PY" gpu_kit/rehearsal_report.py >/dev/null 2>>"$LOG" || true
   if [ -n "${OUT:-}" ]; then
     cp -f results/gpu/rehearsal.csv "$LOG" "$OUT/" 2>/dev/null
     tar czf "$OUT/rehearsal_runs.tar.gz" --exclude='*.safetensors' "$R" 2>/dev/null
@@ -79,8 +79,8 @@ built() { [ "$(cat data/rehearsal/BUILT 2>/dev/null)" = "$KIND" ]; }
 build() {
   local tiny=(); [ -n "${TINY:-}" ] && tiny=(--tiny)
   local t0=$(date +%s)
-  "$PY" -m aidetect_utils.rehearsal checkpoints data/rehearsal "${tiny[@]}" 2>&1 | tee -a "$LOG" || return 1
-  "$PY" -m aidetect_utils.rehearsal sid-set data/rehearsal/saberzl/SID_Set 2>&1 | tee -a "$LOG" || return 1
+  "$PY" -m gpu_kit.rehearsal checkpoints data/rehearsal "${tiny[@]}" 2>&1 | tee -a "$LOG" || return 1
+  "$PY" -m gpu_kit.rehearsal sid-set data/rehearsal/saberzl/SID_Set 2>&1 | tee -a "$LOG" || return 1
   echo "$KIND" > data/rehearsal/BUILT
   say "build: $(( $(date +%s) - t0 )) s, $(du -sh data/rehearsal | cut -f1) on disk"
   echo "build,,,,0,$t0,$(date +%s)" >> "$R/runs.csv"
@@ -111,4 +111,4 @@ for phase in "${phases[@]}"; do
   esac
 done
 ship
-"$PY" benchmarks/gpu_rehearsal_report.py | tee -a "$LOG"
+"$PY" gpu_kit/rehearsal_report.py | tee -a "$LOG"

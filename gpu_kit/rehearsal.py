@@ -4,8 +4,11 @@ The ``full`` profile names hub checkpoints that no machine here can download. Th
 writes local stand-ins in the hub's own format, so the ``rehearsal`` profile runs the ``full``
 recipes at their real sizes (memory, time) where no hub is reachable::
 
-    python -m aidetect_utils.rehearsal checkpoints data/rehearsal [--only vit,dino] [--tiny]
-    python -m aidetect_utils.rehearsal sid-set data/rehearsal/saberzl/SID_Set [--n-per-label 24]
+    python -m gpu_kit.rehearsal checkpoints data/rehearsal [--only vit,dino] [--tiny]
+    python -m gpu_kit.rehearsal sid-set data/rehearsal/saberzl/SID_Set [--n-per-label 24]
+
+(from the project root; part of the GPU measurement kit, ``gpu_kit/README.md``, not of the
+``aidetect_utils`` package, which never imports it).
 
 Checkpoints (folder names mirror the hub's, under the destination):
 
@@ -17,8 +20,10 @@ Checkpoints (folder names mirror the hub's, under the destination):
   folder or file (``pretrained="local:FOLDER"`` in :func:`models.load_pretrained_backbone`);
 - ``Qwen/Qwen2.5-VL-7B-Instruct``: the published 8.3-billion-parameter configuration, its
   processor (``Qwen2VLImageProcessor`` with the original image settings, a tokenizer with Qwen's
-  special tokens at their real ids, the chat template) and bf16 weights written tensor by
-  tensor (:func:`write_random_weights`), so the 16.6 GB never sit in memory at once.
+  special tokens at their real ids, the chat template; built by the package's one offline
+  processor builder, ``vlm.tiny.build_tiny_processor``, with the published settings) and bf16
+  weights written tensor by tensor (:func:`write_random_weights`), so the 16.6 GB never sit in
+  memory at once.
 
 Every weight is random (normal(0, initializer_range) for linear, convolution and embedding
 weights, ones for norm weights, zeros for biases): these checkpoints measure memory and time,
@@ -46,9 +51,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from aidetect_utils.vlm.tiny import build_tiny_processor, byte_level_tokenizer
+
 RANDOM_KEY = "aidetect_random_weights"
 NOTE = ("RANDOM WEIGHTS: an exact-architecture stand-in for the hub checkpoint of the same name, "
-        "built offline by aidetect_utils.rehearsal for measuring GPU memory and time. Its "
+        "built offline by gpu_kit/rehearsal.py for measuring GPU memory and time. Its "
         "predictions mean nothing.")
 
 # ---------------------------------------------------------------------------- published configurations
@@ -73,7 +80,7 @@ QWEN_TEXT_TINY = dict(QWEN_TEXT, hidden_size=64, intermediate_size=128, num_hidd
 QWEN_VISION_TINY = dict(QWEN_VISION, depth=2, hidden_size=32, intermediate_size=64, num_heads=2,
                         out_hidden_size=64, fullatt_block_indexes=[1])
 # Qwen2VLImageProcessor settings of Qwen2.5-VL-7B-Instruct's preprocessor_config.json
-QWEN_IMAGE = dict(patch_size=14, temporal_patch_size=2, merge_size=2, min_pixels=3136, max_pixels=12845056,
+QWEN_IMAGE = dict(patch_size=14, merge_size=2, min_pixels=3136, max_pixels=12845056,    # temporal patch: 2
                   image_mean=CLIP_MEAN, image_std=CLIP_STD)
 # The tokens Qwen2.5 adds after its 151,643 BPE tokens, in id order, and whether each is "special"
 QWEN_ADDED_TOKENS = [
@@ -119,7 +126,7 @@ def _mark_random(folder: Path, hub_name: str, what: str, config_file: str = "con
     cfg.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
     (folder / "README.md").write_text(
         f"# {hub_name} (RANDOM WEIGHTS)\n\n{NOTE}\n\n{what}\n\nWritten by "
-        "`python -m aidetect_utils.rehearsal checkpoints`. Do not use it for anything but "
+        "`python -m gpu_kit.rehearsal checkpoints`. Do not use it for anything but "
         "timing and memory measurements.\n")
 
 
@@ -164,31 +171,13 @@ def qwen_tokenizer():
     ``<|im_end|>``, pad ``<|endoftext|>`` and the chat template. Regular vocabulary: the 256
     byte-level symbols, then unreachable filler entries up to id 151642 (no merges; see the
     module docstring)."""
-    from tokenizers import AddedToken
-    from transformers import Qwen2Tokenizer
-    from transformers.convert_slow_tokenizer import bytes_to_unicode
-    vocab = {ch: i for i, ch in enumerate(bytes_to_unicode().values())}
-    vocab.update({f"[rehearsal-filler-{i}]": i for i in range(len(vocab), QWEN_BPE_SIZE)})
-    tok = Qwen2Tokenizer(vocab=vocab, merges=[], unk_token=None, bos_token=None, eos_token="<|endoftext|>",
-                         pad_token="<|endoftext|>", model_max_length=131072)
-    specials = [AddedToken(t, special=True, normalized=False) for t, s in QWEN_ADDED_TOKENS if s]
-    tok.add_special_tokens({"additional_special_tokens": specials[1:]})
-    tok.add_tokens([AddedToken(t, special=False, normalized=False) for t, s in QWEN_ADDED_TOKENS if not s])
-    tok.eos_token = "<|im_end|>"
-    tok.chat_template = QWEN_CHAT_TEMPLATE
-    got = tok.convert_tokens_to_ids([t for t, _ in QWEN_ADDED_TOKENS])
-    if got != list(range(QWEN_BPE_SIZE, QWEN_BPE_SIZE + len(QWEN_ADDED_TOKENS))):
-        raise RuntimeError(f"Qwen added tokens landed at ids {got}")
-    return tok
+    return byte_level_tokenizer(QWEN_ADDED_TOKENS, first_added_id=QWEN_BPE_SIZE, eos_token="<|im_end|>",
+                                chat_template=QWEN_CHAT_TEMPLATE, unk_token=None, model_max_length=131072)
 
 
 def qwen_processor():
     """``Qwen2_5_VLProcessor``: the tokenizer above and the original image settings."""
-    from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
-    sizes = {k: QWEN_IMAGE[k] for k in ("patch_size", "temporal_patch_size", "merge_size")}
-    return Qwen2_5_VLProcessor(image_processor=Qwen2VLImageProcessor(**QWEN_IMAGE),
-                               video_processor=Qwen2VLVideoProcessor(**sizes), tokenizer=qwen_tokenizer(),
-                               chat_template=QWEN_CHAT_TEMPLATE)
+    return build_tiny_processor(**QWEN_IMAGE, tokenizer=qwen_tokenizer(), chat_template=QWEN_CHAT_TEMPLATE)
 
 
 def qwen_config(tiny: bool = False):
@@ -402,7 +391,7 @@ def build_sid_set(dest: str | Path, n_per_label: int = 24, splits: tuple[str, ..
     (dest / "README.md").write_text(
         "# SID_Set-like local dataset (procedural, NOT SID_Set)\n\nSame columns and labels as "
         "saberzl/SID_Set (0 real, 1 full synthetic, 2 tampered), images drawn procedurally by "
-        "`python -m aidetect_utils.rehearsal sid-set` (gradients, shapes, noise; nothing downloaded). "
+        "`python -m gpu_kit.rehearsal sid-set` (gradients, shapes, noise; nothing downloaded). "
         f"{n_per_label} rows per label and split, sizes {list(sizes)}. For timing and memory "
         "rehearsals only.\n")
     print(f"[rehearsal] SID_Set-like data: {dest} ({len(splits)} splits x {3 * n_per_label} rows)", flush=True)
@@ -410,7 +399,7 @@ def build_sid_set(dest: str | Path, n_per_label: int = 24, splits: tuple[str, ..
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m aidetect_utils.rehearsal", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m gpu_kit.rehearsal", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="what", required=True)
     ck = sub.add_parser("checkpoints", help="exact-architecture random checkpoints in the hub's format")
     ck.add_argument("dest", help="destination folder, e.g. data/rehearsal")

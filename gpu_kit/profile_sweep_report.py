@@ -1,5 +1,5 @@
 """results/gpu/gpu_sweep.csv and .png from results/gpu/gpu_sweep.<candidate>.metrics.json
-(benchmarks/gpu_profile_sweep.sh): test accuracy against training time, one point per candidate,
+(gpu_kit/profile_sweep.sh): test accuracy against training time, one point per candidate,
 with the gpu profile's target (>= 98.5% in <= 300 s of training) drawn in."""
 from __future__ import annotations
 
