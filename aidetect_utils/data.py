@@ -477,17 +477,7 @@ def build_cache(source: str | os.PathLike, name: str = "cifake", image_size: int
                      "orig_mode": dec.orig_mode})
         arrays.append(dec.array)
 
-    empty = sorted(d for d in class_dirs
-                   if not any(f == d or f.startswith(d + "/") for f in file_folders))
-    if empty:
-        raise DataSourceError(f"{display_name(source)}: empty class folder {empty[0]!r} (no files inside)")
-    found = {r["label"] for r in rows}
-    for label, cname in enumerate(CLASS_NAMES):
-        if label not in found:
-            raise DataSourceError(
-                f"{display_name(source)}: no readable {cname} images; expected class folders named REAL/FAKE "
-                "(any case) or 'Real Images'/'AI-Generated Images'"
-                + (f" ({len(skipped)} files could not be decoded)" if skipped else ""))
+    _check_classes(source, rows, skipped, class_dirs, file_folders)
 
     manifest = pd.DataFrame(rows)
     manifest.insert(0, "index", np.arange(len(manifest)))
@@ -501,6 +491,30 @@ def build_cache(source: str | os.PathLike, name: str = "cifake", image_size: int
             "counts": manifest.groupby(["split", "label_name"]).size().rename("n").reset_index()
                               .to_dict(orient="records")}
 
+    _write_cache(cache_path, images, manifest, report, meta)
+    return load_cache(cache_path)
+
+
+def _check_classes(source: Path, rows: list[dict], skipped: list[dict], class_dirs: set[str],
+                   file_folders: set[str]) -> None:
+    """Refuse (DataSourceError, one line) a source with an empty class folder or a class with no
+    readable image."""
+    empty = sorted(d for d in class_dirs
+                   if not any(f == d or f.startswith(d + "/") for f in file_folders))
+    if empty:
+        raise DataSourceError(f"{display_name(source)}: empty class folder {empty[0]!r} (no files inside)")
+    found = {r["label"] for r in rows}
+    for label, cname in enumerate(CLASS_NAMES):
+        if label not in found:
+            raise DataSourceError(
+                f"{display_name(source)}: no readable {cname} images; expected class folders named REAL/FAKE "
+                "(any case) or 'Real Images'/'AI-Generated Images'"
+                + (f" ({len(skipped)} files could not be decoded)" if skipped else ""))
+
+
+def _write_cache(cache_path: Path, images: np.ndarray, manifest: pd.DataFrame, report: dict, meta: dict) -> None:
+    """Write the cache beside its place and rename it in, ``meta.json`` last (it marks a complete
+    cache), so an interrupted build never leaves a half cache."""
     tmp = cache_path.with_name(cache_path.name + f".tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -511,7 +525,6 @@ def build_cache(source: str | os.PathLike, name: str = "cifake", image_size: int
     if cache_path.exists():
         shutil.rmtree(cache_path)
     os.replace(tmp, cache_path)
-    return load_cache(cache_path)
 
 
 def _is_class_dir(rel_dir: str) -> bool:

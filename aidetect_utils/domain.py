@@ -21,10 +21,10 @@ stores a :class:`DomainCheck`, and ``predict``, the web page and notebook 07 rep
      k-th nearest of a bank of training images' features (Sun et al., 2022, "Out-of-distribution
      detection with deep nearest neighbors"), weighted 0.5.
 
-Measured on this project's CIFAKE models (README; notebook 07): on realworld100 brought to 32 px
-the score separates it from the CIFAKE test split with ROC AUC ~0.99, while the features alone
-reach 0.6-0.8. The reason is worth knowing: every CIFAKE file is a 32x32 JPEG at quality 75,
-and the input statistics recognise that encoding. So the check answers "was this image made
+What it measures on this project's models is in RESULTS.md ("Robustness, calibration, beyond
+CIFAKE") and notebook 07: almost all of the separation comes from the input statistics. The
+reason is worth knowing: every CIFAKE file is a 32x32 JPEG at quality 75, and the input
+statistics recognise that encoding. So the check answers "was this image made
 like the training images?", not "is its content familiar?": a photograph saved as a 32-px q75
 JPEG passes it, and a never-compressed 32-px PNG is flagged. Nothing is fitted on realworld100:
 Gaussian and bank on training images, standardisation and threshold on two disjoint sets of
