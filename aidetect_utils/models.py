@@ -169,7 +169,7 @@ def load_pretrained_backbone(detector: nn.Module, source: str, hub_name: str | N
 
 
 # ---------------------------------------------------------------- Hugging Face ViTs
-def _from_hub(loader, checkpoint: str, **kwargs):
+def from_hub(loader, checkpoint: str, **kwargs):
     """``loader.from_pretrained(checkpoint)`` with one clear sentence when the hub is out of reach.
     A local folder (absolute, or relative to the project root) is loaded from disk."""
     from .paths import local_or_hub
@@ -185,7 +185,7 @@ def _from_hub(loader, checkpoint: str, **kwargs):
 def checkpoint_normalization(checkpoint: str) -> tuple[list[float], list[float]]:
     """(mean, std) the checkpoint's own image processor normalises with."""
     from transformers import AutoImageProcessor
-    proc = _from_hub(AutoImageProcessor, checkpoint)
+    proc = from_hub(AutoImageProcessor, checkpoint)
     return list(proc.image_mean), list(proc.image_std)
 
 
@@ -206,7 +206,7 @@ class ViTClassifier(nn.Module):
         from transformers import ViTConfig, ViTForImageClassification
         labels = {"num_labels": 2, "id2label": {0: "REAL", 1: "FAKE"}, "label2id": {"REAL": 0, "FAKE": 1}}
         if checkpoint:
-            self.vit = _from_hub(ViTForImageClassification, checkpoint, ignore_mismatched_sizes=True, **labels)
+            self.vit = from_hub(ViTForImageClassification, checkpoint, ignore_mismatched_sizes=True, **labels)
         else:
             self.vit = ViTForImageClassification(ViTConfig(**{**(config or {}), **labels}))
         self.interpolate_pos_encoding = interpolate_pos_encoding
@@ -253,7 +253,7 @@ class FeatureClassifier(nn.Module):
         if kind == "vit":
             from transformers import ViTConfig, ViTModel
             if backbone.get("checkpoint"):
-                self.backbone = _from_hub(ViTModel, backbone["checkpoint"], add_pooling_layer=False)
+                self.backbone = from_hub(ViTModel, backbone["checkpoint"], add_pooling_layer=False)
             else:
                 self.backbone = ViTModel(ViTConfig(**backbone["config"]), add_pooling_layer=False)
             dim = self.backbone.config.hidden_size

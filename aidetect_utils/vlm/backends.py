@@ -68,12 +68,12 @@ def load_base(model_name: str, backend: str, *, load_in_4bit: bool = True, tiny:
                                                            use_gradient_checkpointing="unsloth")
     else:
         from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
-        from ..models import _from_hub
+        from ..models import from_hub
         # on a GPU the model is loaded straight onto it (Trainer would move it, but scoring
         # before training, the zero-shot cell, would otherwise run the model on the CPU)
-        model = _from_hub(Qwen2_5_VLForConditionalGeneration, model_name,
+        model = from_hub(Qwen2_5_VLForConditionalGeneration, model_name,
                           **load_kwargs_here({"load_in_4bit": load_in_4bit, "quant_type": "nf4"}))
-        processor = _from_hub(AutoProcessor, model_name)
+        processor = from_hub(AutoProcessor, model_name)
     if min_pixels:
         processor.image_processor.min_pixels = min_pixels
     if max_pixels:

@@ -82,7 +82,7 @@ class VLMDetector(nn.Module):
         reloaded as a 16-bit base (on a GPU) as it was then. A tiny base is loaded from ``base/``."""
         from peft import PeftModel
         from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
-        from ..models import _from_hub
+        from ..models import from_hub
         folder = Path(folder)
         check_adapter(folder / "adapter")
         processor = AutoProcessor.from_pretrained(folder / "processor")
@@ -90,7 +90,7 @@ class VLMDetector(nn.Module):
             base = Qwen2_5_VLForConditionalGeneration.from_pretrained(folder / "base", use_safetensors=True)
         else:
             record = read_base_load(folder)
-            base = _from_hub(Qwen2_5_VLForConditionalGeneration, base_model, **load_kwargs_here(record))
+            base = from_hub(Qwen2_5_VLForConditionalGeneration, base_model, **load_kwargs_here(record))
         model = PeftModel.from_pretrained(base, folder / "adapter")
         return cls(model.eval(), processor, base_model, "transformers")
 
