@@ -66,12 +66,15 @@ def parse_overrides(pairs: list[list[str]] | None) -> dict:
 
 def run(profile: str = "smoke", only: list[str] | None = None, data: str | None = None,
         publish_to: Path | None = None, notebooks_dir: Path | None = None, out_dir: Path | None = None,
-        profiles_file: Path | None = None, kernel: str = "python3", overrides: dict | None = None) -> list[dict]:
+        profiles_file: Path | None = None, kernel: str = "python3", overrides: dict | None = None,
+        processes: int | None = None) -> list[dict]:
     """Execute the notebooks; return one record per notebook (name, seconds, output path).
 
     ``overrides``: parameters set on top of the profile's, for the selected notebooks that have
     them (a name no selected notebook has is an error). ``publish_to``: a folder that receives a
-    cleaned copy of each executed notebook (``publish.clean``).
+    cleaned copy of each executed notebook (``publish.clean``). ``processes``: how many
+    processes (GPUs) each training step uses: ``AIDETECT_NUM_PROCESSES`` for the kernels, read
+    by ``engine.fit`` and ``vlm.train_lora`` (None: as the environment says, else 1).
 
     Raises :class:`NotebookFailed` naming the notebook, cell and error of the first failure.
     """
@@ -82,6 +85,7 @@ def run(profile: str = "smoke", only: list[str] | None = None, data: str | None 
     profiles_file = profiles_file or nb_dir / "profiles.yaml"
     notebooks = select(sorted(nb_dir.glob("[0-9][0-9]_*.ipynb")), only)
     check_data(data, notebooks)
+    kernel_env = _processes_env(processes)
     profiles = params.load_profiles(profiles_file)
     own = {}
     for nb in notebooks:   # every value checked before the first notebook starts
@@ -110,8 +114,8 @@ def run(profile: str = "smoke", only: list[str] | None = None, data: str | None 
         os.close(fd)
         # the kernel inherits these: engine.fit appends one line per phase to the run log, and
         # params.load reads this project's profiles.yaml
-        saved = {k: os.environ.get(k) for k in (runlog.ENV_VAR, "AIDETECT_ROOT")}
-        os.environ.update({runlog.ENV_VAR: log, "AIDETECT_ROOT": str(nb_dir.parent)})
+        saved = {k: os.environ.get(k) for k in (runlog.ENV_VAR, "AIDETECT_ROOT", *kernel_env)}
+        os.environ.update({runlog.ENV_VAR: log, "AIDETECT_ROOT": str(nb_dir.parent), **kernel_env})
         try:
             with _kernel_stops_on_interrupt() as manager_class:
                 pm.execute_notebook(str(nb), str(target), parameters=injected, kernel_name=kernel,
@@ -137,6 +141,27 @@ def run(profile: str = "smoke", only: list[str] | None = None, data: str | None 
             _publish(target, Path(publish_to) / nb.name, profile, own[nb.name], seconds, nb_dir.parent)
         records.append({"notebook": nb.name, "seconds": round(seconds, 1), "output": str(target)})
     return records
+
+
+PROCESSES_VAR = "AIDETECT_NUM_PROCESSES"   # engine.PROCESSES_VAR (not imported: the runner does not load torch)
+
+
+def _processes_env(processes: int | None) -> dict:
+    """What the kernels get for ``--processes`` (nothing when it is not given: they inherit
+    ``AIDETECT_NUM_PROCESSES`` as set, if at all). A bad number, given or inherited, stops the
+    run before any notebook starts, with one line."""
+    if processes is not None:
+        if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
+            raise ValueError(f"--processes {processes}: the number of training processes must be a whole number >= 1")
+        return {PROCESSES_VAR: str(processes)}
+    raw = os.environ.get(PROCESSES_VAR, "").strip()
+    try:
+        bad = bool(raw) and int(raw) < 1
+    except ValueError:
+        bad = True
+    if bad:
+        raise ValueError(f"{PROCESSES_VAR}={raw!r}: the number of training processes must be a whole number >= 1")
+    return {}
 
 
 _kernels: list = []         # the kernel managers of the notebook running now (see _kernel_stops_on_interrupt)
@@ -218,7 +243,8 @@ def _publish(executed: Path, dest: Path, profile: str, overrides: dict, seconds:
 
 def _print_phases(notebook: str, log: str) -> None:
     for rec in runlog.read(log):
-        print(f"[pipeline]   {Path(notebook).stem[:2]} {rec['step']}: {rec['status']}", flush=True)
+        on = f" on {rec['processes']} processes" if (rec.get("processes") or 1) > 1 else ""
+        print(f"[pipeline]   {Path(notebook).stem[:2]} {rec['step']}: {rec['status']}{on}", flush=True)
 
 
 def _running_cell(path: Path) -> tuple[object, str]:
@@ -277,6 +303,9 @@ def main(argv: list[str] | None = None) -> int:
     where.add_argument("--snapshot", action="store_true",
                        help="also write cleaned copies to tests/notebooks/ (the smoke snapshots nbval checks)")
     ap.add_argument("--kernel", default="python3")
+    ap.add_argument("--processes", type=int, metavar="N",
+                    help="train on N processes (one per GPU; on a CPU they share its cores): sets "
+                         "AIDETECT_NUM_PROCESSES for the notebooks (default: as set in the environment, else 1)")
     ap.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"),
                     help="set a notebook parameter on top of the profile (value read as YAML), for "
                          "every selected notebook, e.g. --only 04 -p input_size 224")
@@ -285,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
         root = project_root()
         dest = root / "notebooks" if args.publish else (root / "tests" / "notebooks" if args.snapshot else None)
         records = run(args.profile, args.only, args.data, dest, kernel=args.kernel,
-                      overrides=parse_overrides(args.parameter))
+                      overrides=parse_overrides(args.parameter), processes=args.processes)
     except NotebookFailed as exc:
         print(f"[pipeline] FAILED: {exc}", file=sys.stderr)
         return 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -61,49 +62,136 @@ def train_lora(model, processor, train_dataset, out_dir: str | Path, *, loss: st
     and of the model's initial trainable (LoRA) weights, and the base model's identity (its
     config, and for a model under 100 M parameters all its weights). Anything else removes the
     old checkpoints and trains afresh. The outcome is recorded with ``runlog``.
+
+    Several processes, as ``engine.fit`` (``AIDETECT_NUM_PROCESSES=N``: N new processes, this
+    one waits and then loads their final adapter weights and trainer state; or a script under
+    ``accelerate launch``): each optimizer step still covers ``batch_size`` x ``grad_accum``
+    images, shared out between the processes (:func:`per_process_batch`), so the recipe does
+    not change with N; the Trainer saves from the main process only, and the fingerprint, the
+    timing file and the run-log line are written once.
     """
-    from transformers import TrainingArguments
     from transformers.trainer_utils import get_last_checkpoint
 
     from .. import runlog
-    from ..gpu import autocast_precision
+    from ..engine import launch, processes_to_start, world_size
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     settings = dict(loss=loss, focal_alpha=focal_alpha, focal_gamma=focal_gamma, epochs=epochs, lr=lr,
                     batch_size=batch_size, grad_accum=grad_accum, scheduler=scheduler, warmup_ratio=warmup_ratio,
                     weight_decay=weight_decay, optim=optim, seed=seed, save_steps=save_steps)
     fingerprint = _run_fingerprint(model, train_dataset, settings)
-    fresh_reason = _forget_other_runs(out_dir, fingerprint)
-    steps = int(np.ceil(len(train_dataset) / (batch_size * grad_accum)) * epochs)
-    cuda = torch.cuda.is_available()
-    precision = autocast_precision()   # bf16 where native, fp16 (+ Trainer's gradient scaler) on a T4, CPU: no
-    args = TrainingArguments(
-        output_dir=str(out_dir), num_train_epochs=epochs, per_device_train_batch_size=batch_size,
-        gradient_accumulation_steps=grad_accum, learning_rate=lr, lr_scheduler_type=scheduler,
-        warmup_steps=int(round(warmup_ratio * steps)), weight_decay=weight_decay, optim=optim,
-        logging_steps=logging_steps, save_strategy="steps", save_steps=save_steps, save_total_limit=1,
-        report_to="none", seed=seed, data_seed=seed, bf16=precision == "bf16", fp16=precision == "fp16",
-        use_cpu=not cuda, remove_unused_columns=False, dataloader_num_workers=0,
-        disable_tqdm=not progress_enabled())
-    trainer = _trainer_class()(model=model, args=args, train_dataset=train_dataset,
-                               data_collator=VLMCollator(processor), loss=loss,
-                               focal_alpha=focal_alpha, focal_gamma=focal_gamma)
+    n, joined = processes_to_start("LoRA fine-tune"), world_size()
+    main = joined == 1 or _rank() == 0
+    if joined > 1:       # one of the processes of `accelerate launch`: the main one decides, the others wait
+        from accelerate import PartialState
+        state = PartialState(cpu=not torch.cuda.is_available())
+        fresh_reason = _forget_other_runs(out_dir, fingerprint) if state.is_main_process else None
+        state.wait_for_everyone()
+    else:
+        fresh_reason = _forget_other_runs(out_dir, fingerprint)
+    recipe = dict(out_dir=out_dir, epochs=epochs, lr=lr, batch_size=batch_size, grad_accum=grad_accum,
+                  scheduler=scheduler, warmup_ratio=warmup_ratio, weight_decay=weight_decay, optim=optim, seed=seed,
+                  logging_steps=logging_steps, save_steps=save_steps, n_train=len(train_dataset))
+    extra = dict(loss=loss, focal_alpha=focal_alpha, focal_gamma=focal_gamma)
     last = get_last_checkpoint(str(out_dir)) if any(out_dir.glob("checkpoint-*")) else None
     timing = out_dir / "train_seconds.json"
     before = json.loads(timing.read_text())["seconds"] if (timing.exists() and last) else 0.0
     done = int(last.rsplit("-", 1)[1]) if last else 0
     t0 = time.perf_counter()
-    trainer.train(resume_from_checkpoint=last)
+    if _finished(last):      # nothing to train: the adapters and the losses of the finished run
+        trainer = _make_trainer(model, processor, train_dataset, recipe, extra, processes=joined)
+        _load_finished(trainer, last)
+    elif n > 1:              # n new processes train; this one then loads what they saved last
+        launch(_lora_worker, (model, processor, train_dataset, recipe, extra, last, n), n)
+        trainer = _make_trainer(model, processor, train_dataset, recipe, extra, processes=1)
+        _load_finished(trainer, get_last_checkpoint(str(out_dir)))
+    else:
+        trainer = _make_trainer(model, processor, train_dataset, recipe, extra, processes=joined)
+        trainer.train(resume_from_checkpoint=last)
     trainer.train_seconds = before + time.perf_counter() - t0   # summed over interrupted runs
-    timing.write_text(json.dumps({"seconds": trainer.train_seconds}))
+    trainer.processes = 1 if _finished(last) else (n if n > 1 else joined)   # how many processes trained now
+    if main:
+        timing.write_text(json.dumps({"seconds": trainer.train_seconds}))
     if last is None:
         status = "trained" + (f" ({fresh_reason})" if fresh_reason else "")
     elif done >= trainer.state.max_steps:
         status = "reloaded (same settings)"
     else:
         status = f"resumed at step {done + 1} of {trainer.state.max_steps}"
-    runlog.record("LoRA fine-tune", status, out_dir, steps=trainer.state.global_step)
+    if main:
+        more = {"processes": trainer.processes} if trainer.processes > 1 else {}
+        runlog.record("LoRA fine-tune", status, out_dir, steps=trainer.state.global_step, **more)
     return trainer
+
+
+def per_process_batch(batch_size: int, grad_accum: int, processes: int) -> tuple[int, int]:
+    """(batch size per process, accumulation steps) that make one optimizer step cover the same
+    ``batch_size`` x ``grad_accum`` images on ``processes`` processes as on one: fewer
+    accumulation steps first, then smaller batches (8 x 1 on 2: 4 x 1; 2 x 4 on 2: 2 x 2).
+    ValueError (one line) when that product does not split into equal shares."""
+    total = batch_size * grad_accum
+    if total % processes:
+        raise ValueError(f"LoRA fine-tune on {processes} processes: a step of {batch_size} images x {grad_accum} "
+                         f"accumulation steps = {total} does not split into {processes} equal shares; choose a "
+                         f"batch_size x grad_accum that is a multiple of {processes}, or set AIDETECT_NUM_PROCESSES=1")
+    share = total // processes
+    per_device = max(d for d in range(1, batch_size + 1) if share % d == 0)
+    return per_device, share // per_device
+
+
+def _rank() -> int:
+    try:
+        return int(os.environ.get("RANK", "0") or 0)
+    except ValueError:
+        return 0
+
+
+def _make_trainer(model, processor, train_dataset, recipe: dict, extra: dict, processes: int):
+    """The Trainer of :func:`train_lora`, for a run on ``processes`` processes."""
+    from transformers import TrainingArguments
+
+    from ..gpu import autocast_precision
+    r = recipe
+    per_device, accum = per_process_batch(r["batch_size"], r["grad_accum"], processes)
+    steps = int(np.ceil(r["n_train"] / (r["batch_size"] * r["grad_accum"])) * r["epochs"])
+    precision = autocast_precision()   # bf16 where native, fp16 (+ Trainer's gradient scaler) on a T4, CPU: no
+    args = TrainingArguments(
+        output_dir=str(r["out_dir"]), num_train_epochs=r["epochs"], per_device_train_batch_size=per_device,
+        gradient_accumulation_steps=accum, learning_rate=r["lr"], lr_scheduler_type=r["scheduler"],
+        warmup_steps=int(round(r["warmup_ratio"] * steps)), weight_decay=r["weight_decay"], optim=r["optim"],
+        logging_steps=r["logging_steps"], save_strategy="steps", save_steps=r["save_steps"], save_total_limit=1,
+        report_to="none", seed=r["seed"], data_seed=r["seed"], bf16=precision == "bf16", fp16=precision == "fp16",
+        use_cpu=not torch.cuda.is_available(), remove_unused_columns=False, dataloader_num_workers=0,
+        disable_tqdm=not progress_enabled(),
+        # several processes: every LoRA matrix is used in every forward pass, and DDP's search for
+        # unused ones would break with gradient checkpointing (4-bit bases, peft's kbit preparation)
+        ddp_find_unused_parameters=False)
+    return _trainer_class()(model=model, args=args, train_dataset=train_dataset,
+                            data_collator=VLMCollator(processor), **extra)
+
+
+def _finished(checkpoint: str | None) -> bool:
+    """Whether ``checkpoint`` is the last step of its run (its trainer_state.json says so)."""
+    if checkpoint is None:
+        return False
+    try:
+        state = json.loads((Path(checkpoint) / "trainer_state.json").read_text())
+        return int(state["global_step"]) >= int(state["max_steps"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def _lora_worker(model, processor, train_dataset, recipe: dict, extra: dict, last: str | None, n: int) -> None:
+    """One of the processes :func:`train_lora` starts: the Trainer, distributed over them."""
+    trainer = _make_trainer(model, processor, train_dataset, recipe, extra, processes=n)
+    trainer.train(resume_from_checkpoint=last)
+
+
+def _load_finished(trainer, checkpoint: str) -> None:
+    """Load the adapter weights and the trainer state (losses, steps) the processes saved last."""
+    from transformers.trainer_callback import TrainerState
+    trainer._load_from_checkpoint(checkpoint)
+    trainer.state = TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json"))
 
 
 def _run_fingerprint(model, train_dataset, settings: dict) -> dict:
