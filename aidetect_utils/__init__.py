@@ -28,7 +28,9 @@ Models
   - ``vlm.detector``  answer logits -> P(FAKE): the VLM as a detector like every other
 
 Training
-- ``engine``      the Accelerate training loop (early stopping, checkpoints, resume, fingerprints)
+- ``engine``      the Accelerate training loop (early stopping, best weights, several processes)
+- ``runs``        is this run the one on disk? fingerprints, "changed: ..." reasons, resume or
+                  reload, checkpoints and caches written beside and renamed in
 - ``gpu``         the precision to compute in (bf16 where native, fp16 on a T4), an optional GPU
                   memory cap (``AIDETECT_GPU_MEMORY_GB``) and the peak memory a run used
 - ``progress``    progress bars that headless runs switch off

@@ -25,7 +25,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import tarfile
 import time
 import zipfile
@@ -41,6 +40,7 @@ from .progress import progress as progress_bar
 from . import CIFAR10_CLASSES, CLASS_NAMES
 from .images import ImageError, decode_image, display_name, one_line
 from .paths import data_dir
+from .runs import write_dir
 
 CACHE_FORMAT = 1
 KAGGLE_HANDLE = "birdy654/cifake-real-and-ai-generated-synthetic-images"
@@ -126,26 +126,24 @@ def external_folder(source: str | os.PathLike, name: str | None = None) -> Path:
     stamp = target / ".source.json"
     want = _fingerprint(src.resolve())
     if not (stamp.exists() and json.loads(stamp.read_text()) == want):
-        tmp = target.with_name(target.name + f".tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        try:
-            if src.name.lower().endswith(".zip"):
-                with zipfile.ZipFile(src) as zf:
-                    for info in zf.infolist():
-                        dest = (tmp / info.filename).resolve()
-                        if not dest.is_relative_to(tmp.resolve()):
-                            raise DataSourceError(f"{display_name(src)}: member {info.filename!r} points outside")
-                    zf.extractall(tmp)
-            else:
-                with tarfile.open(src, "r:*") as tf:
-                    tf.extractall(tmp, filter="data")
-        except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, OSError) as exc:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise DataSourceError(f"{display_name(src)}: cannot extract ({type(exc).__name__}: {one_line(exc)})") from None
-        (tmp / ".source.json").write_text(json.dumps(want))
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(tmp, target)
+        def extract(tmp: Path) -> None:
+            try:
+                if src.name.lower().endswith(".zip"):
+                    with zipfile.ZipFile(src) as zf:
+                        for info in zf.infolist():
+                            dest = (tmp / info.filename).resolve()
+                            if not dest.is_relative_to(tmp.resolve()):
+                                raise DataSourceError(f"{display_name(src)}: member {info.filename!r} points outside")
+                        zf.extractall(tmp)
+                else:
+                    with tarfile.open(src, "r:*") as tf:
+                        tf.extractall(tmp, filter="data")
+            except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+                raise DataSourceError(f"{display_name(src)}: cannot extract ({type(exc).__name__}: "
+                                      f"{one_line(exc)})") from None
+            (tmp / ".source.json").write_text(json.dumps(want))   # last: marks a complete extraction
+        # written beside its place and swapped in (a failed extraction leaves nothing behind)
+        write_dir(target, extract, tmp=target.with_name(target.name + f".tmp-{os.getpid()}"))
     tops = [p for p in target.iterdir() if p.is_dir()]
     return tops[0] if len(tops) == 1 and label_from_folder(tops[0].name) is None else target
 
@@ -513,18 +511,14 @@ def _check_classes(source: Path, rows: list[dict], skipped: list[dict], class_di
 
 
 def _write_cache(cache_path: Path, images: np.ndarray, manifest: pd.DataFrame, report: dict, meta: dict) -> None:
-    """Write the cache beside its place and rename it in, ``meta.json`` last (it marks a complete
-    cache), so an interrupted build never leaves a half cache."""
-    tmp = cache_path.with_name(cache_path.name + f".tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    np.save(tmp / "images.npy", images, allow_pickle=False)
-    manifest.to_csv(tmp / "manifest.csv", index=False)
-    (tmp / "report.json").write_text(json.dumps(report, indent=1))
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=1))  # written last: marks completeness
-    if cache_path.exists():
-        shutil.rmtree(cache_path)
-    os.replace(tmp, cache_path)
+    """Write the cache beside its place and swap it in (``runs.write_dir``), ``meta.json`` last
+    (it marks a complete cache), so an interrupted build never leaves a half cache."""
+    def fill(tmp: Path) -> None:
+        np.save(tmp / "images.npy", images, allow_pickle=False)
+        manifest.to_csv(tmp / "manifest.csv", index=False)
+        (tmp / "report.json").write_text(json.dumps(report, indent=1))
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))  # written last: marks completeness
+    write_dir(cache_path, fill, tmp=cache_path.with_name(cache_path.name + f".tmp-{os.getpid()}"))
 
 
 def _is_class_dir(rel_dir: str) -> bool:

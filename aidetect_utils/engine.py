@@ -17,16 +17,13 @@ What :func:`fit` adds to a plain loop, and why:
 - the last epoch saved to ``checkpoints/last`` (weights, optimizer, scheduler, history), so an
   interrupted run resumes where it stopped, and a finished run re-run is a no-op that reloads
   its result (nothing is trained twice for the same configuration). "The same" is decided by a
-  fingerprint of everything that determines the result (:func:`run_fingerprint`): the training
-  settings, the optimizer and scheduler, the loss, the model's architecture, its modules'
-  hyper-parameters (dropout rates, activations, layer sizes: :func:`model_signature`) and its
-  *initial weights* (so pretrained vs random weights, or a later phase started from another
-  earlier phase, never match), the code defined in the notebook or script that trains
-  (:func:`code_signature`), and a hash of the training and validation data. Any change trains
-  afresh; the old checkpoints are removed first. Checkpoints are replaced atomically, so a kill
-  at any moment leaves either the old or the new one, never none; a checkpoint damaged anyway
-  (a disk fault, an edited file) stops the run with one line naming the file and the folder to
-  delete (:class:`CheckpointError`), never with a library's traceback;
+  fingerprint of everything that determines the result (``runs.run_fingerprint``): the
+  training settings, the optimizer and scheduler, the loss, the model's architecture, its
+  modules' hyper-parameters and its *initial weights*, the code defined in the notebook or
+  script that trains, and a hash of the training and validation data. Any change trains
+  afresh; the old checkpoints are removed first. Checkpoints are replaced atomically, and a
+  damaged one stops the run with one line (``runs.CheckpointError``). How runs are recognised
+  and their files written is ``runs``' concept; this module only calls it;
 - one run per output folder at a time: :func:`fit` holds ``out_dir`` (``paths.hold``: for a
   folder inside ``results/<method>/``, that method's lock, which ``paths.method_dir`` takes for
   the notebook's life), so a second run on it is refused at once with one line naming the holder;
@@ -34,22 +31,15 @@ What :func:`fit` adds to a plain loop, and why:
   (``runlog``: the headless runner prints it on its console);
 - per-epoch history (``history.json``) and per-batch losses (``history_batches.csv``);
 - seeding per epoch, so a resumed run reproduces the uninterrupted one on a CPU.
-
-Weights are written with safetensors; optimizer/scheduler states with ``torch.save`` and read
-back with ``torch.load(weights_only=True)``.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import numbers
 import os
-import re
 import shutil
-import sys
 import time
-import types
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -58,13 +48,18 @@ import pandas as pd
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
-from safetensors.torch import load_model, save_model
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from . import runlog
 from .gpu import autocast_precision, compute_dtype
+from .images import one_line
+from .paths import holding
 from .progress import progress
+# run identity and checkpoints live in runs; these names are also engine's (notebooks and tests use them)
+from .runs import (CheckpointError, History, code_signature, data_signature, fingerprint_hash,  # noqa: F401
+                   hash_array, load_checkpoint, model_signature, plan_resume, read_state, recover_dir, replace_dir,
+                   restore_weights, run_fingerprint, save_checkpoint, save_weights, start_from, weights_signature)
 
 
 @dataclass
@@ -91,41 +86,6 @@ class TrainConfig:
                              f"got {self.patience!r}")
         if self.monitor not in ("val_loss", "val_acc"):
             raise ValueError(f"monitor must be 'val_loss' or 'val_acc', got {self.monitor!r}")
-
-
-class CheckpointError(RuntimeError):
-    """A training checkpoint that cannot be read back; ``str(err)`` is one line naming the file
-    and the folder to delete to train afresh."""
-
-
-@dataclass
-class History:
-    epochs: list[dict] = field(default_factory=list)
-    batches: list[dict] = field(default_factory=list)
-    best_epoch: int | None = None
-    best_value: float | None = None
-    stopped_early: bool = False
-    resumed_from: int | None = None   # epoch a run was resumed after (None: fresh or reloaded)
-    reloaded: bool = False            # True: a finished run with this configuration was reloaded
-
-    fresh_reason: str | None = None   # why a fresh run did not reuse a checkpoint (None: there was none)
-    processes: int = 1                # how many processes trained the last epochs (see fit)
-
-    @property
-    def train_seconds(self) -> float:
-        return float(sum(e["seconds"] for e in self.epochs))
-
-    @property
-    def status(self) -> str:
-        """"trained", "resumed at epoch N" or "reloaded (same settings)"."""
-        if self.reloaded:
-            return "reloaded (same settings)"
-        if self.resumed_from is not None:
-            return f"resumed at epoch {self.resumed_from + 1}"
-        return "trained" + (f" ({self.fresh_reason})" if self.fresh_reason else "")
-
-    def frame(self) -> pd.DataFrame:
-        return pd.DataFrame(self.epochs)
 
 
 def default_device() -> torch.device:
@@ -210,255 +170,6 @@ def default_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return nn.functional.cross_entropy(logits.float(), labels)
 
 
-def hash_array(h, a) -> None:
-    """Feed a whole array (numpy or torch, any dtype and memory layout) to ``h``, in row chunks."""
-    if isinstance(a, torch.Tensor):
-        a = a.detach().cpu()
-        h.update(f"{a.dtype}{tuple(a.shape)}".encode())
-        flat = a.contiguous().reshape(-1)
-        if flat.is_floating_point() and flat.dtype not in (torch.float32, torch.float64, torch.float16):
-            flat = flat.view(torch.int16) if flat.element_size() == 2 else flat.float()
-        a = flat.numpy()
-    a = np.asarray(a)
-    h.update(f"{a.dtype}{a.shape}".encode())
-    rows = max(1, (1 << 24) // max(1, a[0].nbytes if a.ndim and len(a) else 1))
-    for i in range(0, len(a) if a.ndim else 1, rows):
-        h.update(np.ascontiguousarray(a[i:i + rows] if a.ndim else a).tobytes())
-
-
-def data_signature(dataset: Dataset) -> str:
-    """A hash of a dataset's whole content: its labels and inputs (``ArrayDataset`` or
-    ``TensorDataset``) and its transform's description, else only its length and type.
-    Two datasets of the same size but different images, or the same images resized or augmented
-    differently, must not share a checkpoint."""
-    h = hashlib.sha256(f"{type(dataset).__name__} {len(dataset)} {getattr(dataset, 'transform', None)!r}".encode())
-    arrays = ([dataset.images, dataset.labels] if hasattr(dataset, "images") and hasattr(dataset, "labels")
-              else list(getattr(dataset, "tensors", ())))
-    for a in arrays:
-        hash_array(h, a)
-    return h.hexdigest()[:16]
-
-
-def weights_signature(module: nn.Module) -> str:
-    """A hash of every parameter and buffer of ``module`` (its ``state_dict``): the initial
-    weights a run starts from, pretrained, random or an earlier phase's result."""
-    h = hashlib.sha256()
-    for name, t in module.state_dict().items():
-        h.update(name.encode())
-        hash_array(h, t)
-    return h.hexdigest()[:16]
-
-
-_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
-_SIMPLE = (int, float, str, bool, type(None))
-
-
-def _stable_repr(x) -> str:
-    """``repr`` without memory addresses, and with sets in a fixed order (string hashes, and so
-    set order, change from one process to the next)."""
-    if isinstance(x, (set, frozenset)):
-        return "{" + ", ".join(sorted(_stable_repr(v) for v in x)) + "}"
-    if isinstance(x, tuple):
-        return "(" + ", ".join(_stable_repr(v) for v in x) + ")"
-    return _ADDRESS.sub("", repr(x))
-
-
-def _hash_code(h, code: types.CodeType) -> None:
-    """Feed a function's compiled code to ``h``: its bytecode, the names it reads and its
-    constants (nested functions included), not its line numbers: moving a cell changes nothing."""
-    h.update(code.co_code)
-    h.update(repr((code.co_names, code.co_varnames, code.co_freevars)).encode())
-    for c in code.co_consts:
-        if isinstance(c, types.CodeType):
-            _hash_code(h, c)
-        else:
-            h.update(_stable_repr(c).encode())
-
-
-def _hash_function(h, fn) -> None:
-    fn = getattr(fn, "__func__", fn)                 # bound, static and class methods
-    code = getattr(fn, "__code__", None)
-    if code is None:
-        return
-    _hash_code(h, code)
-    h.update(_stable_repr((getattr(fn, "__defaults__", None), getattr(fn, "__kwdefaults__", None))).encode())
-    for cell in getattr(fn, "__closure__", None) or ():   # values a closure captured, when plain
-        try:
-            v = cell.cell_contents
-        except ValueError:
-            continue
-        h.update((_stable_repr(v) if isinstance(v, _SIMPLE + (tuple, frozenset)) else type(v).__qualname__).encode())
-
-
-def _is_local_code(obj) -> bool:
-    """Defined in the running notebook or script (``__main__``), not in an installed package."""
-    return getattr(obj, "__module__", None) == "__main__"
-
-
-def _class_code(h, cls: type) -> None:
-    for klass in cls.__mro__:
-        if not _is_local_code(klass):
-            continue
-        h.update(klass.__qualname__.encode())
-        for name, attr in sorted(vars(klass).items()):
-            if isinstance(attr, property):
-                for f in (attr.fget, attr.fset):
-                    if f is not None:
-                        _hash_function(h, f)
-            else:
-                _hash_function(h, attr)
-
-
-def _plain_attributes(module: nn.Module) -> dict:
-    """A module's public attributes that are plain values (``interpolate_pos_encoding``,
-    ``drop_rate``): settings its ``extra_repr`` may not show. Not ``training`` (fit sets it),
-    nor ``name_or_path`` (where a checkpoint was read from; its weights are hashed instead)."""
-    out = {}
-    for k, v in vars(module).items():
-        if k.startswith("_") or k in ("training", "name_or_path"):
-            continue
-        if isinstance(v, _SIMPLE) or (isinstance(v, (tuple, list)) and all(isinstance(x, _SIMPLE) for x in v)):
-            out[k] = v
-    return out
-
-
-def model_signature(model: nn.Module) -> str:
-    """A hash of what the model computes besides its weights: every module's class, its
-    ``extra_repr`` (``Dropout(p=0.5)``, ``Linear(in_features=1280, out_features=256)``,
-    ``GELU(approximate='none')``), its plain attributes, and, for module classes defined in the
-    notebook or script (``__main__``, e.g. 04's ``FrozenBNDetector``), their methods' code. A
-    dropout rate edited in a notebook (0.5 -> 0.0) changes no parameter shape, so the
-    architecture alone would reload the old run."""
-    h = hashlib.sha256()
-    seen: set[type] = set()
-    for name, m in model.named_modules():
-        cls = type(m)
-        h.update(_ADDRESS.sub("", f"{name} {cls.__module__}.{cls.__qualname__}({m.extra_repr()}) "
-                                  f"{_stable_repr(_plain_attributes(m))}\n").encode())
-        if cls not in seen:
-            seen.add(cls)
-            _class_code(h, cls)
-    return h.hexdigest()[:16]
-
-
-def code_signature(skip: int = 1) -> str | None:
-    """A hash of the training code on the call stack that lives in the running notebook or
-    script: the functions defined there (``__main__``) that led to this call, e.g. 04's
-    ``train_two_phase``, so an edited recipe never reloads. None when training is called from
-    a cell's top level or from a package (a cell's own top-level code is not covered: any
-    cosmetic edit to it would retrain; its settings reach the fingerprint as arguments)."""
-    h, found = hashlib.sha256(), False
-    frame = sys._getframe(skip)
-    while frame is not None:
-        if frame.f_globals.get("__name__") == "__main__" and frame.f_code.co_name != "<module>":
-            h.update(frame.f_code.co_name.encode())
-            _hash_code(h, frame.f_code)
-            found = True
-        frame = frame.f_back
-    return h.hexdigest()[:16] if found else None
-
-
-def _describe_callable(fn) -> str:
-    if fn is None:
-        return "None"
-    inner = getattr(fn, "func", None)   # functools.partial
-    if inner is not None:
-        return f"partial({_describe_callable(inner)}, {_stable_repr(fn.args)}, {_stable_repr(fn.keywords)})"
-    text = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__qualname__)}"
-    if _is_local_code(fn) or _is_local_code(type(fn)):   # a loss written in the notebook: its code too
-        h = hashlib.sha256()
-        _hash_function(h, fn) if hasattr(fn, "__code__") else _class_code(h, type(fn))
-        text += f" code {h.hexdigest()[:16]}"
-    return text
-
-
-def run_fingerprint(model: nn.Module, config: TrainConfig, optimizer, train_loader: DataLoader,
-                    val_loader: DataLoader, scheduler=None, loss_fn: Callable | None = None, extra=None) -> dict:
-    """Everything that determines the result of :func:`fit`, as a JSON-able dict whose hash is
-    the run's fingerprint. Includes the model's initial weights, so pretrained and random
-    weights, or phase 2 started from two different phase-1 results, never share a checkpoint;
-    its modules' hyper-parameters (:func:`model_signature`: a changed dropout rate is
-    "changed: model"); and the notebook's training functions on the call stack
-    (:func:`code_signature`: "changed: code")."""
-    sched = None
-    if scheduler is not None:
-        sched = {"type": type(scheduler).__name__,
-                 "state": {k: v for k, v in scheduler.state_dict().items() if k != "optimizer"}}
-    return {
-        "config": asdict(config),
-        "architecture": [(n, tuple(p.shape), p.requires_grad) for n, p in model.named_parameters()],
-        "initial_weights": weights_signature(model),
-        "model": model_signature(model),
-        "code": code_signature(),
-        "optimizer": {"type": type(optimizer).__name__,
-                      "groups": [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]},
-        "scheduler": sched,
-        "loss": _describe_callable(loss_fn),
-        "train_data": data_signature(train_loader.dataset),
-        "val_data": data_signature(val_loader.dataset),
-        "batch_size": train_loader.batch_size,
-        "shuffle": type(train_loader.sampler).__name__,
-        "extra": extra,
-    }
-
-
-def _fingerprint_hash(fp: dict) -> str:
-    return hashlib.sha256(json.dumps(fp, default=str, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _changed(saved: dict | None, now: dict) -> str:
-    """What differs between a saved fingerprint and this run's, in a few words."""
-    if not isinstance(saved, dict):
-        return "settings changed"
-    keys = [k for k in now if saved.get(k) != json.loads(json.dumps(now[k], default=str))]
-    return "changed: " + ", ".join(k.replace("_", " ") for k in keys) if keys else "settings changed"
-
-
-def replace_dir(tmp: Path, path: Path) -> None:
-    """Put the complete folder ``tmp`` in the place of ``path`` so that a kill at any moment
-    leaves one of the two whole: the old folder is renamed aside (``path.old``) before the new
-    one is renamed in, and removed only after. :func:`recover_dir` finishes an interrupted swap."""
-    old = path.with_name(path.name + ".old")
-    if path.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(path, old)
-    os.replace(tmp, path)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def recover_dir(path: Path) -> None:
-    """After a kill inside :func:`replace_dir`: if ``path`` is missing, the complete new folder
-    (``path.tmp`` with its ``state.json``, written last) or else the old one (``path.old``) takes
-    its place. Nothing is lost and nothing restarts silently."""
-    if path.exists():
-        return
-    tmp, old = path.with_name(path.name + ".tmp"), path.with_name(path.name + ".old")
-    for cand in (tmp, old):
-        if (cand / "state.json").exists():
-            os.replace(cand, path)
-            return
-
-
-def _save_state(path: Path, model, optimizer, scheduler, history: History, state: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_model(model, str(tmp / "model.safetensors"))
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    if scheduler is not None:
-        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-    (tmp / "state.json").write_text(json.dumps({**state, "history": asdict(history)}, default=float))  # last: marks completeness
-    replace_dir(tmp, path)
-
-
-def _save_weights(model: nn.Module, file: Path) -> None:
-    """safetensors written beside ``file`` and renamed over it (a kill never leaves half a file)."""
-    file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = file.with_name(file.name + ".tmp")
-    save_model(model, str(tmp))
-    os.replace(tmp, file)
-
-
 def _improved(value: float, best: float | None, monitor: str) -> bool:
     if best is None:
         return True
@@ -487,7 +198,6 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader, opti
     Raises ``paths.FolderInUse`` at once when another live process holds ``out_dir`` (or the
     ``results/<method>/`` it is in), and :class:`CheckpointError` for a damaged checkpoint.
     """
-    from .paths import holding
     config = config or TrainConfig()
     if config.monitor not in ("val_loss", "val_acc"):
         raise ValueError(f"monitor must be 'val_loss' or 'val_acc', got {config.monitor!r}")
@@ -505,98 +215,21 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader, opti
                     desc, on_epoch_end, fp_full)
 
 
-def _damaged(file: Path, ckpt_dir: Path, desc: str, exc: BaseException) -> CheckpointError:
-    from .images import display_name, one_line
-    return CheckpointError(f"{display_name(file)}: damaged training checkpoint ({type(exc).__name__}: "
-                           f"{one_line(exc, 160)}); delete the folder {display_name(ckpt_dir)} to train "
-                           f"{desc} afresh (its finished epochs are lost)")
-
-
-def _read_state(state_file: Path, ckpt_dir: Path, desc: str) -> dict:
-    try:
-        saved = json.loads(state_file.read_text())
-        if not isinstance(saved, dict):
-            raise ValueError("not a JSON object")
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise _damaged(state_file, ckpt_dir, desc, exc) from None
-    return saved
-
-
-def _resume(model, optimizer, scheduler, ckpt_last: Path, ckpt_dir: Path, saved: dict, desc: str):
-    """The history, last epoch and bad-epoch count of a checkpoint with this run's fingerprint,
-    its weights and optimizer/scheduler states loaded. Every file is read and checked before
-    anything is loaded into the model, so a damaged one (:class:`CheckpointError`) changes nothing."""
-    from safetensors import SafetensorError
-    state_file = ckpt_last / "state.json"
-    try:
-        history = History(**{k: v for k, v in saved["history"].items()})
-        epoch, bad_epochs = int(saved["epoch"]), int(saved["bad_epochs"])
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise _damaged(state_file, ckpt_dir, desc, exc) from None
-    states = {}
-    for name in ("optimizer.pt", "scheduler.pt"):
-        file = ckpt_last / name
-        if name == "scheduler.pt" and (scheduler is None or not file.exists()):
-            continue
-        try:
-            states[name] = torch.load(file, weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - truncated zip, bad pickle opcodes, missing file
-            raise _damaged(file, ckpt_dir, desc, exc) from None
-    weights = ckpt_last / "model.safetensors"
-    try:
-        load_model(model, str(weights))   # reads and checks the whole file before copying into the model
-    except (SafetensorError, OSError, RuntimeError, ValueError) as exc:
-        raise _damaged(weights, ckpt_dir, desc, exc) from None
-    for name, target in (("optimizer.pt", optimizer), ("scheduler.pt", scheduler)):
-        if name in states:
-            try:
-                target.load_state_dict(states[name])
-            except (KeyError, ValueError, RuntimeError, TypeError, IndexError) as exc:
-                raise _damaged(ckpt_last / name, ckpt_dir, desc, exc) from None
-    return history, epoch, bad_epochs
-
-
-def _plan(out_dir: Path, resume: bool, desc: str, fp: str, fp_full: dict) -> tuple[dict | None, str | None]:
-    """What a run starts from: (the saved state of a checkpoint with this run's fingerprint, or
-    None; why not, when a checkpoint was there). Checkpoints of other settings are removed, so
-    only one process may call it (the main one)."""
-    ckpt_dir = out_dir / "checkpoints"
-    ckpt_last = ckpt_dir / "last"
-    recover_dir(ckpt_last)
-    state_file = ckpt_last / "state.json"
-    if not resume and ckpt_dir.exists():
-        shutil.rmtree(ckpt_dir)
-        return None, "resume=False"
-    if state_file.exists():
-        saved = _read_state(state_file, ckpt_dir, desc)
-        if saved.get("fingerprint") == fp:
-            return saved, None
-        reason = _changed(saved.get("fingerprint_detail"), fp_full)
-        print(f"[engine] the checkpoint in {ckpt_dir} is from other settings "
-              f"({reason}): it is removed and {desc} trains afresh")
-        shutil.rmtree(ckpt_dir)
-        return None, reason
-    if ckpt_dir.exists():   # best weights without a finished epoch's state: from an unknown run
-        shutil.rmtree(ckpt_dir)
-    return None, None
-
-
 def _start(model, optimizer, scheduler, out_dir: Path, config: TrainConfig, resume: bool, desc: str, fp: str,
            fp_full: dict, accelerator: Accelerator | None = None) -> tuple[History, int, int]:
     """(history, first epoch to train, bad epochs so far); a resumed checkpoint's weights and
     optimizer/scheduler states loaded. With several processes the main one decides (and removes
     what is stale) while the others wait, then every process loads the same checkpoint."""
     ckpt_dir = out_dir / "checkpoints"
-    ckpt_last = ckpt_dir / "last"
     if accelerator is None or accelerator.num_processes == 1:
-        saved, reason = _plan(out_dir, resume, desc, fp, fp_full)
+        saved, reason = plan_resume(ckpt_dir, resume, desc, fp, fp_full)
     else:
         from accelerate.utils import broadcast_object_list
         box: list = [None]
         saved, reason = None, None
         if accelerator.is_main_process:
             try:
-                saved, reason = _plan(out_dir, resume, desc, fp, fp_full)
+                saved, reason = plan_resume(ckpt_dir, resume, desc, fp, fp_full)
                 box = [("resume" if saved is not None else "fresh", reason, None)]
             except CheckpointError as exc:
                 box = [("error", None, str(exc))]
@@ -605,13 +238,8 @@ def _start(model, optimizer, scheduler, out_dir: Path, config: TrainConfig, resu
         if error:
             raise CheckpointError(error)
         if kind == "resume" and saved is None:
-            saved = _read_state(ckpt_last / "state.json", ckpt_dir, desc)
-    if saved is None:
-        return History(fresh_reason=reason), 1, 0
-    history, last_epoch, bad_epochs = _resume(model, optimizer, scheduler, ckpt_last, ckpt_dir, saved, desc)
-    finished = saved.get("finished", False)
-    history.resumed_from, history.reloaded = (None, True) if finished else (saved["epoch"], False)
-    return history, (config.epochs + 1 if finished else last_epoch + 1), bad_epochs
+            saved = read_state(ckpt_dir / "last" / "state.json", ckpt_dir, desc)
+    return start_from(saved, reason, model, optimizer, scheduler, ckpt_dir, desc, config.epochs)
 
 
 def _fit(model, train_loader, val_loader, optimizer, out_dir: Path, config: TrainConfig, scheduler, loss_fn,
@@ -619,7 +247,7 @@ def _fit(model, train_loader, val_loader, optimizer, out_dir: Path, config: Trai
     """:func:`fit` in this process (alone, or as one of a run started by ``accelerate launch``),
     once ``out_dir`` is held."""
     accelerator = make_accelerator(config.mixed_precision)
-    fp = _fingerprint_hash(fp_full)
+    fp = fingerprint_hash(fp_full)
     history, start_epoch, bad_epochs = _start(model, optimizer, scheduler, out_dir, config, resume, desc, fp,
                                               fp_full, accelerator)
     if config.channels_last:
@@ -690,14 +318,14 @@ def _train_epochs(accelerator: Accelerator, model, optimizer, train_loader, val_
         if _improved(monitored, history.best_value, config.monitor):
             history.best_epoch, history.best_value, bad_epochs = epoch, float(monitored), 0
             if main:
-                _save_weights(accelerator.unwrap_model(model), ckpt_best / "model.safetensors")
+                save_weights(accelerator.unwrap_model(model), ckpt_best / "model.safetensors")
         else:
             bad_epochs += 1
         stop = config.patience is not None and bad_epochs >= config.patience
         history.stopped_early = stop and epoch < config.epochs
         finished = stop or epoch == config.epochs
         if main:
-            _save_state(ckpt_last, accelerator.unwrap_model(model), optimizer, scheduler, history,
+            save_checkpoint(ckpt_last, accelerator.unwrap_model(model), optimizer, scheduler, history,
                         {"epoch": epoch, "bad_epochs": bad_epochs, "fingerprint": fp, "finished": finished,
                          "fingerprint_detail": fp_full})
             print(_epoch_line(desc, config, row, history.best_epoch == epoch), flush=True)
@@ -728,10 +356,7 @@ def _finish(model: nn.Module, history: History, out_dir: Path, config: TrainConf
         (out_dir / "history.json").write_text(json.dumps(history.epochs, indent=1))
         pd.DataFrame(history.batches).to_csv(out_dir / "history_batches.csv", index=False)
     if config.restore_best and (ckpt_best / "model.safetensors").exists():
-        try:
-            load_model(model, str(ckpt_best / "model.safetensors"))
-        except Exception as exc:  # noqa: BLE001 - SafetensorError, a truncated file
-            raise _damaged(ckpt_best / "model.safetensors", ckpt_dir, desc, exc) from None
+        restore_weights(model, ckpt_best / "model.safetensors", ckpt_dir, desc)
     if main:
         extra = {"processes": history.processes} if history.processes > 1 and not history.reloaded else {}
         runlog.record(desc, history.status, out_dir, epochs=len(history.epochs),
@@ -843,7 +468,7 @@ def _fit_launched(model, train_loader, val_loader, optimizer, out_dir: Path, con
     """:func:`fit` on ``n`` new processes (:func:`launch`), once ``out_dir`` is held. This
     process reads and checks the checkpoint first (a resumed state is loaded here, and the new
     processes start from it), then waits, then loads what the main one of them saved."""
-    fp = _fingerprint_hash(fp_full)
+    fp = fingerprint_hash(fp_full)
     history, start_epoch, bad_epochs = _start(model, optimizer, scheduler, out_dir, config, resume, desc, fp, fp_full)
     if config.channels_last:
         to_channels_last(model)
@@ -853,8 +478,8 @@ def _fit_launched(model, train_loader, val_loader, optimizer, out_dir: Path, con
                                       bad_epochs, fp, fp_full), n)
         _to_training_device(model, optimizer)
         ckpt_dir = out_dir / "checkpoints"
-        saved = _read_state(ckpt_dir / "last" / "state.json", ckpt_dir, desc)
-        history, _, _ = _resume(model, optimizer, scheduler, ckpt_dir / "last", ckpt_dir, saved, desc)
+        saved = read_state(ckpt_dir / "last" / "state.json", ckpt_dir, desc)
+        history, _, _ = load_checkpoint(model, optimizer, scheduler, ckpt_dir / "last", ckpt_dir, saved, desc)
         if method == "spawn":   # a spawned process prints to the terminal, not into a notebook: said here too
             for row in history.epochs[start_epoch - 1:]:
                 print(_epoch_line(desc, config, row, history.best_epoch == row["epoch"]))
@@ -922,7 +547,6 @@ def _dumps_by_value(obj) -> bytes:
     try:
         return pickler.dumps(obj)
     except Exception as exc:  # noqa: BLE001 - PicklingError, TypeError, AttributeError
-        from .images import one_line
         raise TrainingProcessError(f"the training processes are spawned (CUDA is in use in this process) and get "
                                    f"the model, data and functions pickled, which failed with {pickler.__name__} "
                                    f"({type(exc).__name__}: {one_line(exc, 160)}); pip install cloudpickle, or "
@@ -1014,7 +638,6 @@ def _launched(method: str, payload) -> None:
 
 def _child_error(err_dir: str, exc, n: int) -> BaseException:
     """The first error of a failed launch, as one line (or its own type)."""
-    from .images import one_line
     errors = []
     for f in Path(err_dir).glob("*.json"):
         try:

@@ -11,7 +11,6 @@ with respect to each feature (saliency over the feature vector), averaged over i
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -20,7 +19,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from .engine import TrainConfig, device_of, fit, make_loader
 from .progress import progress
+from .runs import array_signature, fingerprint_hash, weights_signature, write_beside_then_rename
 from .transforms import ArrayDataset
 
 
@@ -32,7 +33,6 @@ def extract_features(model: nn.Module, images: np.ndarray, transform, batch_size
     ``seed`` fixes the random draws of an augmenting ``transform`` (one view per seed).
     """
     model.eval()
-    from .engine import device_of, make_loader
     device = device_of(model)
     if seed is not None:
         torch.manual_seed(seed)
@@ -44,10 +44,6 @@ def extract_features(model: nn.Module, images: np.ndarray, transform, batch_size
     return torch.cat(out).numpy(), time.perf_counter() - t0
 
 
-def _key(info: dict) -> str:
-    return hashlib.sha256(json.dumps(info, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 def cached_features(folder: str | Path, name: str, info: dict, compute, *, images: np.ndarray | None = None,
                     model: nn.Module | None = None) -> tuple[np.ndarray, float, bool]:
     """Load ``folder/name.npy`` if it was computed for the same ``info``, images and model
@@ -55,34 +51,33 @@ def cached_features(folder: str | Path, name: str, info: dict, compute, *, image
 
     ``info``: the settings that shape the features (backbone, preprocessing, view, seed).
     ``images``/``model``: the images the features are of and the model that computes them;
-    their contents are hashed into the key (``engine.data_signature``-style), so other images
-    of the same count, or other weights of the same architecture, are never served stale
-    features. ``compute()`` returns (features, seconds). Returns (features, seconds spent
-    computing them originally, whether they came from the cache).
+    their contents are hashed into the key (``runs.array_signature``, ``runs.weights_signature``),
+    so other images of the same count, or other weights of the same architecture, are never
+    served stale features. ``compute()`` returns (features, seconds). Returns (features,
+    seconds spent computing them originally, whether they came from the cache). Each file is
+    written whole or not at all (``runs.write_beside_then_rename``), the key last.
     """
-    from .engine import hash_array, weights_signature
     folder = Path(folder)
     arr_file, meta_file = folder / f"{name}.npy", folder / f"{name}.json"
     info = dict(info)
     if images is not None:
-        h = hashlib.sha256()
-        hash_array(h, images)
-        info["images_sha256"] = h.hexdigest()[:16]
+        info["images_sha256"] = array_signature(images)
     if model is not None:
         info["weights_sha256"] = weights_signature(getattr(model, "backbone", model))
-    key = _key(info)
+    key = fingerprint_hash(info)
     if arr_file.exists() and meta_file.exists():
         meta = json.loads(meta_file.read_text())
         if meta.get("key") == key:
             return np.load(arr_file, allow_pickle=False), float(meta["seconds"]), True
     feats, seconds = compute()
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f"{name}.tmp.npy"
-    np.save(tmp, feats.astype(np.float32), allow_pickle=False)
-    meta_file.unlink(missing_ok=True)      # no key beside new features until both are written
-    tmp.replace(arr_file)
-    meta_file.write_text(json.dumps({"key": key, "seconds": seconds, "shape": list(feats.shape), "info": info},
-                                    default=str))
+
+    def write_features(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.save(f, feats.astype(np.float32), allow_pickle=False)
+        meta_file.unlink(missing_ok=True)      # no key beside new features until both are written
+    write_beside_then_rename(arr_file, write_features)
+    meta = {"key": key, "seconds": seconds, "shape": list(feats.shape), "info": info}
+    write_beside_then_rename(meta_file, lambda tmp: tmp.write_text(json.dumps(meta, default=str)))
     return feats, seconds, False
 
 
@@ -93,7 +88,6 @@ def gradient_importance(head: nn.Module, features: np.ndarray, batch_size: int =
     moves P(FAKE).
     """
     head.eval()
-    from .engine import device_of
     device = device_of(head)
     total = torch.zeros(features.shape[1])
     for i in range(0, len(features), batch_size):
@@ -109,7 +103,6 @@ def train_head_on_features(head: nn.Module, feats: np.ndarray, labels: np.ndarra
                            val_labels: np.ndarray, optimizer, out_dir, config, batch_size: int = 128,
                            desc: str = "head", resume: bool = True):
     """``engine.fit`` on cached feature vectors: the head alone, no backbone in the loop."""
-    from .engine import fit, make_loader
     tr = torch.utils.data.TensorDataset(torch.tensor(feats), torch.tensor(np.asarray(labels)).long())
     va = torch.utils.data.TensorDataset(torch.tensor(val_feats), torch.tensor(np.asarray(val_labels)).long())
     # feature vectors are indexed in memory: worker processes would only add copying
@@ -130,7 +123,6 @@ def compare_cached_vs_uncached(make_model, make_optimizer, train, val, train_tf,
     ``make_model()`` returns a fresh ``FeatureClassifier`` (same initial head for both runs);
     ``make_optimizer(params)`` its optimizer. Returns seconds, speed-up and validation accuracy.
     """
-    from .engine import TrainConfig, fit, make_loader
     out_dir = Path(out_dir)
     cfg = TrainConfig(epochs=epochs, seed=seed, restore_best=False)
 

@@ -26,6 +26,9 @@ import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .paths import project_root
+from .runs import write_beside_then_rename
+
 PARAMETERS = '''profile = {profile}{pad}# "smoke", "cpu" or "full" (the table above); also "gpu" and "rehearsal"
 overrides = {overrides}{pad2}# any parameter shown by P below, on top of the profile, e.g. {{"seed": 0}}
 '''
@@ -164,11 +167,8 @@ def default_roots(project: Path) -> list[tuple[str, str]]:
 def write(nb: dict, path: Path) -> None:
     import nbformat
     from nbformat.validator import normalize
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     _, nb = normalize(nbformat.from_dict(nb))        # cell ids where missing
-    nbformat.write(nbformat.from_dict(nb), str(tmp))
-    os.replace(tmp, path)
+    write_beside_then_rename(path, lambda tmp: nbformat.write(nbformat.from_dict(nb), str(tmp)))
 
 
 # ------------------------------------------------------------------ the common header (Colab)
@@ -198,7 +198,6 @@ print("torch", torch.__version__, "|", f"GPU: {{torch.cuda.get_device_name(0)}}"
 
 def repository_url(project: Path | None = None) -> str:
     """The project's public address: ``[project.urls] Repository`` in pyproject.toml."""
-    from .paths import project_root
     text = ((project or project_root()) / "pyproject.toml").read_text()
     try:
         import tomllib   # Python 3.11+
@@ -241,7 +240,6 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m aidetect_utils.publish sync``: render the badge and setup cell of every
     notebook (learner copies and smoke snapshots) from pyproject.toml's address."""
     import argparse
-    from .paths import project_root
     ap = argparse.ArgumentParser(prog="python -m aidetect_utils.publish")
     ap.add_argument("command", choices=["sync"])
     ap.parse_args(argv)

@@ -37,6 +37,7 @@ from . import params
 from .data import Cache, build_cache, content_hash, load_or_rebuild, read_table, resolve_source
 from .images import one_line
 from .paths import data_dir, home, project_root
+from .runs import write_beside_then_rename
 
 SUBSETS = ("train", "val", "test")
 SPLIT_COLUMNS = ["index", "id", "subset", "label", "cifar_class", "sha256"]
@@ -203,13 +204,6 @@ def _rows_mismatch(cache: Cache, splits: pd.DataFrame) -> str | None:
     return None
 
 
-def _replace(path: Path, data: bytes) -> None:
-    """Write ``path`` whole or not at all (a temporary file beside it, renamed over it)."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def save_prepared(cache: Cache, splits: pd.DataFrame, info: dict,
                   out_dir: str | os.PathLike | None = None, name: str = "cifake") -> Path:
     """Write ``splits.csv`` and ``prepared.json`` for later notebooks, as one unit: the JSON
@@ -229,8 +223,9 @@ def save_prepared(cache: Cache, splits: pd.DataFrame, info: dict,
     info = {**info, "cache": str(Path(cache.path).resolve()), "name": name,
             "counts": {f"{s}/{l}": int(n) for (s, l), n in counts.items()},
             "cache_hash": _cache_version(cache), "splits_sha256": hashlib.sha256(table).hexdigest()}
-    _replace(out / "splits.csv", table)
-    _replace(out / "prepared.json", json.dumps(info, indent=1).encode())   # last: it vouches for splits.csv
+    write_beside_then_rename(out / "splits.csv", lambda tmp: tmp.write_bytes(table))
+    text = json.dumps(info, indent=1).encode()
+    write_beside_then_rename(out / "prepared.json", lambda tmp: tmp.write_bytes(text))   # last: vouches for splits.csv
     return out
 
 

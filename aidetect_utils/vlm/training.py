@@ -8,7 +8,6 @@ after an interruption and is reloaded when finished, only for the same settings.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -19,8 +18,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import runlog
+from ..engine import launch, processes_to_start, world_size
+from ..gpu import autocast_precision
 from ..losses import answer_cross_entropy, answer_focal_loss
+from ..metrics import classification_metrics, summary_line
+from ..paths import method_dir
 from ..progress import enabled as progress_enabled
+from ..runs import (changed, data_signature, json_ready, run_status, tensors_signature, weights_signature,
+                    write_beside_then_rename)
+from ..transforms import ArrayDataset, eval_transform
+from .backends import describe_model, recipe_model
+from .data import recipe_data
+from .detector import evaluate_and_save, score
 from .prompt import VLMCollator
 
 
@@ -71,9 +81,6 @@ def train_lora(model, processor, train_dataset, out_dir: str | Path, *, loss: st
     timing file and the run-log line are written once.
     """
     from transformers.trainer_utils import get_last_checkpoint
-
-    from .. import runlog
-    from ..engine import launch, processes_to_start, world_size
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     settings = dict(loss=loss, focal_alpha=focal_alpha, focal_gamma=focal_gamma, epochs=epochs, lr=lr,
@@ -112,12 +119,9 @@ def train_lora(model, processor, train_dataset, out_dir: str | Path, *, loss: st
     trainer.processes = 1 if _finished(last) else (n if n > 1 else joined)   # how many processes trained now
     if main:
         timing.write_text(json.dumps({"seconds": trainer.train_seconds}))
-    if last is None:
-        status = "trained" + (f" ({fresh_reason})" if fresh_reason else "")
-    elif done >= trainer.state.max_steps:
-        status = "reloaded (same settings)"
-    else:
-        status = f"resumed at step {done + 1} of {trainer.state.max_steps}"
+    status = run_status(reloaded=last is not None and done >= trainer.state.max_steps,
+                        resumed_at=f"step {done + 1} of {trainer.state.max_steps}" if last is not None else None,
+                        fresh_reason=fresh_reason)
     if main:
         more = {"processes": trainer.processes} if trainer.processes > 1 else {}
         runlog.record("LoRA fine-tune", status, out_dir, steps=trainer.state.global_step, **more)
@@ -149,8 +153,6 @@ def _rank() -> int:
 def _make_trainer(model, processor, train_dataset, recipe: dict, extra: dict, processes: int):
     """The Trainer of :func:`train_lora`, for a run on ``processes`` processes."""
     from transformers import TrainingArguments
-
-    from ..gpu import autocast_precision
     r = recipe
     per_device, accum = per_process_batch(r["batch_size"], r["grad_accum"], processes)
     steps = int(np.ceil(r["n_train"] / (r["batch_size"] * r["grad_accum"])) * r["epochs"])
@@ -195,42 +197,33 @@ def _load_finished(trainer, checkpoint: str) -> None:
 
 
 def _run_fingerprint(model, train_dataset, settings: dict) -> dict:
-    """What determines a LoRA run's result (see :func:`train_lora`)."""
-    from ..engine import data_signature, hash_array
-    trainable = hashlib.sha256()
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            trainable.update(name.encode())
-            hash_array(trainable, p)
+    """What determines a LoRA run's result (see :func:`train_lora`), from ``runs``' pieces."""
+    trainable = tensors_signature((name, p) for name, p in model.named_parameters() if p.requires_grad)
     base = getattr(model, "get_base_model", lambda: model)()
     n_params = sum(p.numel() for p in base.parameters())
     ident = {"name": getattr(base.config, "_name_or_path", ""), "config": base.config.to_json_string(use_diff=True)}
     if n_params < 100_000_000:
-        whole = hashlib.sha256()
-        for name, t in base.state_dict().items():
-            whole.update(name.encode())
-            hash_array(whole, t)
-        ident["weights"] = whole.hexdigest()[:16]
+        ident["weights"] = weights_signature(base)
     return {"settings": settings, "train_data": data_signature(train_dataset),
-            "initial_trainable": trainable.hexdigest()[:16], "base": ident}
+            "initial_trainable": trainable, "base": ident}
 
 
 def _forget_other_runs(out_dir: Path, fingerprint: dict) -> str | None:
-    """Remove checkpoints of a run with other settings; write this run's fingerprint. Returns
-    what changed (None when nothing was there or nothing changed)."""
+    """Remove checkpoints of a run with other settings; write this run's fingerprint (whole or
+    not at all). Returns what changed (``runs.changed``; None when nothing was there or nothing
+    changed)."""
     file = out_dir / "fingerprint.json"
-    now = json.loads(json.dumps(fingerprint, default=str))
+    now = json_ready(fingerprint)
     saved = json.loads(file.read_text()) if file.exists() else None
     checkpoints = list(out_dir.glob("checkpoint-*"))
     reason = None
     if checkpoints and saved != now:
-        changed = [k for k in now if not isinstance(saved, dict) or saved.get(k) != now[k]]
-        reason = "changed: " + ", ".join(k.replace("_", " ") for k in changed)
+        reason = changed(saved, now)
         print(f"[vlm] the checkpoints in {out_dir} are from other settings ({reason}): removed, training afresh")
         for c in checkpoints:
             shutil.rmtree(c)
         (out_dir / "train_seconds.json").unlink(missing_ok=True)
-    file.write_text(json.dumps(now, indent=1))
+    write_beside_then_rename(file, lambda tmp: tmp.write_text(json.dumps(now, indent=1)))
     return reason
 
 
@@ -278,13 +271,6 @@ def run_recipe(P, *, train_transform=None, loss: str = "ce", data=None, model=No
     them.
     """
     from torch.utils.data import DataLoader
-
-    from ..metrics import classification_metrics, summary_line
-    from ..paths import method_dir
-    from ..transforms import ArrayDataset, eval_transform
-    from .backends import describe_model, recipe_model
-    from .data import recipe_data
-    from .detector import evaluate_and_save, score
 
     out_dir = Path(out_dir) if out_dir else method_dir(P.method)
     train, test, prep = data if data is not None else recipe_data(P)
