@@ -126,3 +126,19 @@ def train_series(tmp_path: Path, body: str, types: dict | None = None) -> Path:
         profiles["types"] = types
     (d / "profiles.yaml").write_text(yaml.safe_dump(profiles))
     return d
+
+
+def save_small_detector(folder: Path, imagenet: bool = False) -> Path:
+    """A small EfficientNet-Lite0 detector (head width 16, seeded; ImageNet backbone weights when
+    ``imagenet``) saved as a model folder that ``predict`` loads alone, for 32-px images."""
+    import torch
+    from aidetect_utils import artifacts, models, transforms
+    torch.manual_seed(0)
+    model = models.EfficientNetDetector("tf_efficientnet_lite0", hidden=16, dropout=0.5)
+    if imagenet:
+        models.load_lite0_imagenet(model.backbone)
+    artifacts.save_model_folder(folder, model.eval(), method="t",
+                                preprocessing=transforms.preprocessing(32, source_size=32),
+                                architecture={"builder": "efficientnet_detector",
+                                              "kwargs": {"backbone": "tf_efficientnet_lite0", "hidden": 16}})
+    return folder

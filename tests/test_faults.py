@@ -49,15 +49,8 @@ def _palette() -> bytes:
 # ------------------------------------------------------------------ a model folder to break
 @pytest.fixture(scope="module")
 def model_folder(tmp_path_factory):
-    torch.manual_seed(0)
-    model = models.EfficientNetDetector("tf_efficientnet_lite0", hidden=16, dropout=0.5)
-    models.load_lite0_imagenet(model.backbone)
-    folder = tmp_path_factory.mktemp("fault-model") / "model"
-    artifacts.save_model_folder(folder, model.eval(), method="t",
-                                preprocessing=transforms.preprocessing(32, source_size=32),
-                                architecture={"builder": "efficientnet_detector",
-                                              "kwargs": {"backbone": "tf_efficientnet_lite0", "hidden": 16}})
-    return folder
+    from .conftest import save_small_detector   # here: notebooks in this file import it alone
+    return save_small_detector(tmp_path_factory.mktemp("fault-model") / "model", imagenet=True)
 
 
 @pytest.fixture()

@@ -34,7 +34,7 @@ from torch import nn
 
 from aidetect_utils import artifacts, engine, evaluation, images, models, params, paths, pipeline, predict, transforms
 
-from .conftest import train_series
+from .conftest import save_small_detector, train_series
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -320,14 +320,7 @@ def test_an_invalid_profiles_file_is_one_line_naming_the_file_and_the_line(tmp_p
 # ------------------------------------------------------------------ D. remaining fault cases
 @pytest.fixture(scope="module")
 def model_folder(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    model = models.EfficientNetDetector("tf_efficientnet_lite0", hidden=16, dropout=0.5)
-    folder = tmp_path_factory.mktemp("safety-model") / "model"
-    artifacts.save_model_folder(folder, model.eval(), method="t",
-                                preprocessing=transforms.preprocessing(32, source_size=32),
-                                architecture={"builder": "efficientnet_detector",
-                                              "kwargs": {"backbone": "tf_efficientnet_lite0", "hidden": 16}})
-    return folder
+    return save_small_detector(tmp_path_factory.mktemp("safety-model") / "model")
 
 
 def _real_jpeg(cifake_members, label="REAL") -> bytes:
