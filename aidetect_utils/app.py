@@ -35,7 +35,11 @@ import torch
 from PIL import Image
 
 from . import CLASS_NAMES
+from .explain import explain_maps, resize_map, supports_explanations
 from .images import ImageError, decode_image
+from .predict import Predictor
+from .splits import load_prepared
+from .uncertainty import mc_dropout_predict
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
@@ -70,8 +74,6 @@ class Detector:
 
 def load_detectors(folders: list[str | Path], device: str = "cpu") -> list[Detector]:
     """Load model folders; raise ``artifacts.ModelFolderError`` (one line) on a bad one."""
-    from .explain import supports_explanations
-    from .predict import Predictor
     out = []
     for f in folders:
         p = Predictor(f, device=device)
@@ -116,7 +118,6 @@ def _png_b64(arr: np.ndarray, scale: int = 4) -> str:
 def _overlay(arr: np.ndarray, cam: np.ndarray) -> np.ndarray:
     import matplotlib
 
-    from .explain import resize_map
     heat = resize_map(cam, arr.shape[:2])
     colored = (matplotlib.colormaps["jet"](heat)[..., :3] * 255).astype(np.float32)
     return (0.55 * arr + 0.45 * colored).clip(0, 255).astype(np.uint8)
@@ -130,7 +131,6 @@ def _score(det: Detector, arr: np.ndarray, size: tuple[int, int]) -> Verdict:
     std = cam = None
     x = pred.transform(torch.from_numpy(arr).permute(2, 0, 1))[None].to(pred.device)
     if det.mc_dropout:
-        from .uncertainty import mc_dropout_predict
         with torch.no_grad():
             feats = pred.model.features(x)
         mc = mc_dropout_predict(pred.model.head, feats, n_samples=MC_SAMPLES, seed=0)
@@ -140,7 +140,6 @@ def _score(det: Detector, arr: np.ndarray, size: tuple[int, int]) -> Verdict:
         probs, frame = pred.score(arr[None], [size])
         p, dom = float(probs[0]), frame.iloc[0]
     if det.gradcam:
-        from .explain import explain_maps
         cam = _png_b64(_overlay(arr, explain_maps(pred.model, x)[0]))
     return Verdict(det.name, p, CLASS_NAMES[int(p >= pred.threshold)], std, cam,
                    bool(dom["in_domain"]), str(dom["domain_note"]))
@@ -219,7 +218,6 @@ def render(results: list[Result]) -> str:
 
 def make_examples(n_per_class: int = 2, prepared_dir=None) -> list[str]:
     """PNG files of a few CIFAKE test images, written to a temporary folder at start-up."""
-    from .splits import load_prepared
     try:
         test = load_prepared(prepared_dir).split("test")
     except (FileNotFoundError, OSError, KeyError):

@@ -28,8 +28,13 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from . import CLASS_NAMES, registry
+from .domain import DOMAIN_JSON, DomainCheck
+from .engine import make_loader, predict_proba
 from .gpu import peak_memory
+from .images import display_name, one_line
 from .metrics import classification_metrics
+from .paths import holding, method_dir
+from .transforms import ArrayDataset, eval_transform
 
 SCHEMA_VERSION = 1
 MODEL_JSON = "aidetect_model.json"
@@ -117,7 +122,6 @@ def read_model_spec(folder: str | Path) -> dict:
     """``aidetect_model.json`` of ``folder``, checked: an architecture with a builder, and a
     preprocessing record with positive sizes and a usable normalisation. Raises
     :class:`ModelFolderError`."""
-    from .images import display_name
     folder = Path(folder)
     where = display_name(folder)
     spec_file = folder / MODEL_JSON
@@ -162,7 +166,6 @@ def load_model_folder(folder: str | Path) -> tuple[nn.Module, dict]:
     Every fault of the folder (a missing or edited JSON, missing, truncated or mismatched
     weights, weights holding NaN or infinity) raises :class:`ModelFolderError` with one line;
     nothing is ever unpickled."""
-    from .images import display_name
     folder = Path(folder)
     where = display_name(folder)
     spec = read_model_spec(folder)
@@ -180,8 +183,6 @@ def load_model_folder(folder: str | Path) -> tuple[nn.Module, dict]:
 def load_domain_check(folder: str | Path, spec: dict):
     """The folder's ``domain.DomainCheck`` (a resolution-only one when it was saved without);
     a damaged one raises :class:`ModelFolderError`."""
-    from .domain import DOMAIN_JSON, DomainCheck
-    from .images import display_name, one_line
     folder = Path(folder)
     try:
         with _utf8_path(folder) as readable:
@@ -214,7 +215,6 @@ def _utf8_path(folder: Path):
 
 
 def _load(folder: Path, spec: dict, builder: str, self_loading: bool, where: str) -> nn.Module:
-    from .images import one_line
     weights = folder / "model.safetensors"
     try:
         model = registry.build(spec["architecture"], folder)
@@ -267,8 +267,6 @@ def evaluate_and_save(model: nn.Module, test, *, method: str, backbone: str, pro
     ``out_dir`` is held while it is written (``paths.hold``; ``results/<method>/`` already is).
     Returns the metrics record.
     """
-    from .paths import holding, method_dir
-
     out = Path(out_dir) if out_dir else method_dir(method)
     with holding(out):   # one run writes a results folder at a time (paths.hold)
         return _evaluate_and_save(model, test, out, method=method, backbone=backbone, profile=profile,
@@ -280,8 +278,6 @@ def evaluate_and_save(model: nn.Module, test, *, method: str, backbone: str, pro
 def _evaluate_and_save(model, test, out: Path, *, method, backbone, profile, preprocessing, architecture,
                        train_seconds, batch_size, threshold, extra, prob_fake, inference_seconds, dataset,
                        domain_check) -> dict:
-    from .engine import make_loader, predict_proba
-    from .transforms import ArrayDataset, eval_transform
     if prob_fake is None:
         loader = make_loader(ArrayDataset(test.images, test.labels, eval_transform(preprocessing)), batch_size)
         prob, seconds = predict_proba(model, loader, desc=f"{method} test")

@@ -31,6 +31,8 @@ Gaussian and bank on training images, standardisation and threshold on two disjo
 validation images.
 """
 from __future__ import annotations
+from .engine import device_of, is_channels_last, match_memory_format
+from .transforms import ArrayDataset
 
 import io
 import json
@@ -124,10 +126,8 @@ def stacked(recorded: list[torch.Tensor]) -> np.ndarray:
 @torch.inference_mode()
 def hooked_features(model: nn.Module, layer: str, images: np.ndarray, transform, batch_size: int = 256) -> np.ndarray:
     """The output of submodule ``layer`` for each image, one vector each (see :func:`recording`)."""
-    from .engine import device_of, match_memory_format, _is_channels_last
-    from .transforms import ArrayDataset
     model.eval()
-    device, channels_last = device_of(model), _is_channels_last(model)
+    device, channels_last = device_of(model), is_channels_last(model)
     loader = torch.utils.data.DataLoader(ArrayDataset(images, np.zeros(len(images), int), transform),
                                          batch_size=batch_size)
     with recording(model, layer) as out:

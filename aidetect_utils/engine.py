@@ -138,7 +138,7 @@ def to_channels_last(model: nn.Module) -> nn.Module:
     return model.to(memory_format=torch.channels_last)
 
 
-def _is_channels_last(model: nn.Module) -> bool:
+def is_channels_last(model: nn.Module) -> bool:
     for p in model.parameters():
         if p.ndim == 4 and p.shape[1] > 1 and p.shape[2] * p.shape[3] > 1:  # a real 2-D conv kernel
             return not p.is_contiguous() and p.is_contiguous(memory_format=torch.channels_last)
@@ -667,7 +667,7 @@ def evaluate_loss(model: nn.Module, loader: DataLoader, loss_fn: Callable = defa
     """Mean loss and accuracy over ``loader`` (model in eval mode)."""
     model.eval()
     tot_loss = tot_correct = tot_n = 0.0
-    channels_last = _is_channels_last(model)
+    channels_last = is_channels_last(model)
     for x, y in loader:
         if accelerator is None:
             x, y = x.to(device_of(model)), y.to(device_of(model))
@@ -695,7 +695,7 @@ def predict_proba(model: nn.Module, loader: DataLoader, desc: str = "predict") -
     """P(FAKE) for every image of ``loader`` in order, and the wall seconds it took."""
     model.eval()
     device = device_of(model)
-    channels_last = _is_channels_last(model)
+    channels_last = is_channels_last(model)
     out = []
     t0 = time.perf_counter()
     for batch in progress(loader, desc=desc, leave=False):

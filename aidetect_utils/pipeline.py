@@ -30,7 +30,8 @@ from pathlib import Path
 
 import yaml
 
-from . import params, runlog
+from . import params, publish, runlog
+from .images import one_line
 from .paths import project_root
 
 
@@ -234,7 +235,6 @@ def _failed_cell(path: Path) -> str:
 def _publish(executed: Path, dest: Path, profile: str, overrides: dict, seconds: float, project: Path) -> None:
     import nbformat
 
-    from . import publish
     nb = publish.clean(nbformat.read(executed, 4), profile=profile, overrides=overrides, seconds=seconds,
                        roots=publish.default_roots(project))
     publish.write(nb, dest)
@@ -269,7 +269,6 @@ def _kernel_failure(exc: Exception) -> str:
     name = type(exc).__name__
     if name == "DeadKernelError":
         return "the kernel died (killed, or out of memory); finished phases keep their checkpoints"
-    from .images import one_line
     return one_line(exc, 200) or name
 
 

@@ -14,6 +14,7 @@ import seaborn as sns
 from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay
 
 from . import CLASS_NAMES
+from .metrics import summary_line
 
 
 def _save(fig, save):
@@ -123,7 +124,6 @@ def test_report(record: dict, out_dir, title: str, y_true=None, prob_fake=None, 
     ``out_dir/evaluation.png``. ``y_true``/``prob_fake`` default to ``out_dir/predictions.csv``."""
     import pandas as pd
 
-    from .metrics import summary_line
     if y_true is None or prob_fake is None:
         pred = pd.read_csv(Path(out_dir) / "predictions.csv", keep_default_na=False)
         y_true, prob_fake = pred["label"].to_numpy(), pred["prob_fake"].to_numpy()

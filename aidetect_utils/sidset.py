@@ -23,6 +23,10 @@ that is how tests run it on a small in-memory dataset with the same schema.
 streams like the hub (``path=``).
 """
 from __future__ import annotations
+from .images import decode_image
+from .paths import local_or_hub
+from .progress import progress
+from .splits import ImageSplit
 
 import io
 from pathlib import Path
@@ -48,8 +52,6 @@ def stream_sid_set(split: str = "train", max_per_class: int | None = None, *, mi
     """
     from datasets import load_dataset
 
-    from .paths import local_or_hub
-    from .progress import progress
     stream = _undecoded(load_dataset(local_or_hub(path) if path else SID_SET, split=split, streaming=True))
     taken = {0: 0, 1: 0}
     kept, read = [], 0
@@ -150,8 +152,6 @@ def sid_set_split(split: str, size: int, *, min_width: int | None = None, max_pe
     it arrives (:func:`stream_sid_set`), then balanced. Says in one line how many rows it read.
     ``dataset``: an already loaded ``datasets.Dataset`` instead (:func:`load_sid_set` and
     :func:`to_image_split`). Unreadable images raise ``images.ImageError`` naming the row."""
-    from .images import decode_image
-    from .splits import ImageSplit
     desc = desc or f"SID_Set {split}"
     if dataset is not None:
         return to_image_split(load_sid_set(split, dataset, min_width, max_per_class, seed), size, desc=desc)
@@ -176,9 +176,6 @@ def to_image_split(dataset, size: int, desc: str = "SID_Set"):
     ``images.ImageError`` naming the row."""
     from datasets import Image as HFImage
 
-    from .images import decode_image
-    from .progress import progress
-    from .splits import ImageSplit
     raw = dataset.cast_column("image", HFImage(decode=False))
     ids = raw["img_id"] if "img_id" in raw.column_names else [str(i) for i in range(len(raw))]
     images = np.stack([

@@ -164,7 +164,7 @@ def test_channels_last_trains_the_same_model(loaders, tmp_path):
     assert np.allclose(runs[False][1], runs[True][1], atol=1e-4)
     conv = runs[True][0][3].weight
     assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
-    assert engine._is_channels_last(runs[True][0]) and not engine._is_channels_last(runs[False][0])
+    assert engine.is_channels_last(runs[True][0]) and not engine.is_channels_last(runs[False][0])
     p_nchw, _ = engine.predict_proba(runs[False][0], va)
     p_nhwc, _ = engine.predict_proba(runs[True][0], va)
     assert np.allclose(p_nchw, p_nhwc, atol=1e-4)

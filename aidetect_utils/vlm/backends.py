@@ -19,6 +19,9 @@ import warnings
 
 import torch
 
+from ..artifacts import count_parameters
+from ..gpu import compute_dtype
+from ..models import from_hub
 from .tiny import TINY, build_tiny_qwen_vl
 
 
@@ -68,7 +71,6 @@ def load_base(model_name: str, backend: str, *, load_in_4bit: bool = True, tiny:
                                                            use_gradient_checkpointing="unsloth")
     else:
         from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
-        from ..models import from_hub
         # on a GPU the model is loaded straight onto it (Trainer would move it, but scoring
         # before training, the zero-shot cell, would otherwise run the model on the CPU)
         model = from_hub(Qwen2_5_VLForConditionalGeneration, model_name,
@@ -104,7 +106,6 @@ def base_load_kwargs(load: dict, *, capability: tuple[int, int] | None,
     - 4 bits without bitsandbytes: the model unquantized (GPU: 16 bits; CPU: as before), with
       a note saying so.
     """
-    from ..gpu import compute_dtype
     on_gpu = capability is not None
     device = f"the GPU (compute capability {capability[0]}.{capability[1]})" if on_gpu else "the CPU"
     dtype, note = (compute_dtype(capability=capability) if on_gpu else torch.float32), None
@@ -189,7 +190,6 @@ def add_lora(model, backend: str, r: int = 16, alpha: int = 16, dropout: float =
 def lora_summary(model) -> dict:
     """Trainable/total parameters and the modules that carry LoRA adapters: how many, their
     short names (``lora_targets``) and their full names in the base model (``lora_names``)."""
-    from ..artifacts import count_parameters
     trainable, total = count_parameters(model)
     wrapped = [n for n, m in model.named_modules() if hasattr(m, "lora_A") and hasattr(m, "base_layer")]
     return {"trainable": trainable, "total": total, "lora_modules": len(wrapped),

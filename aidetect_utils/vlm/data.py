@@ -1,6 +1,8 @@
 """The images the VLM notebooks train and test on: CIFAKE subsets, or SID_Set."""
 from __future__ import annotations
 
+from ..sidset import sid_set_split
+from ..splits import load_prepared
 from .detector import vlm_preprocessing
 
 
@@ -16,12 +18,10 @@ def detection_data(dataset: str = "cifake", *, image_size: int, n_train: int | N
     ``sid_set_path``: a local folder in its layout).
     """
     if dataset == "cifake":
-        from ..splits import load_prepared
         data = load_prepared(prepared_dir)
         train = data.split("train").sample(n_train, seed=seed)
         test = data.split("test").sample(n_test, seed=seed)
     elif dataset == "sid_set":
-        from ..sidset import sid_set_split
         half = lambda n: None if n is None else max(1, n // 2)
         load = lambda split, n: sid_set_split(split, image_size, min_width=min_width, max_per_class=half(n),
                                               seed=seed, path=sid_set_path)

@@ -19,7 +19,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..artifacts import evaluate_and_save as save, ModelFolderError
+from ..engine import device_of, predict_proba
+from ..models import from_hub
 from ..registry import register
+from ..transforms import preprocessing
 from .backends import base_load_record, for_inference, load_kwargs_here
 from .prompt import VLMCollator, answer_token_ids
 from .tiny import TINY
@@ -82,7 +86,6 @@ class VLMDetector(nn.Module):
         reloaded as a 16-bit base (on a GPU) as it was then. A tiny base is loaded from ``base/``."""
         from peft import PeftModel
         from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
-        from ..models import from_hub
         folder = Path(folder)
         check_adapter(folder / "adapter")
         processor = AutoProcessor.from_pretrained(folder / "processor")
@@ -104,7 +107,6 @@ def check_adapter(adapter: Path) -> None:
     ``use_safetensors`` switch and unpickles ``adapter_model.bin`` when that is all there is
     (with ``weights_only=True``: a malicious file is refused, a benign one used). A model folder
     is read from safetensors only; peft prefers the safetensors file when it is present."""
-    from ..artifacts import ModelFolderError
     if (adapter / ADAPTER_WEIGHTS).is_file():
         return
     pickled = sorted(p.name for p in adapter.glob("*.bin")) if adapter.is_dir() else []
@@ -123,7 +125,6 @@ def read_base_load(folder: str | Path) -> dict:
 def to_model(model, batch: dict) -> dict:
     """A collator batch moved to the model's device, images in the model's dtype, and the
     training-only entries (``labels``, ``is_fake``) left out: what ``model(**batch)`` takes."""
-    from ..engine import device_of
     device = device_of(model)
     dtype = next(p for p in model.parameters() if p.is_floating_point()).dtype
     out = {k: v.to(device) for k, v in batch.items() if k not in ("labels", "is_fake")}
@@ -141,7 +142,6 @@ def batch_logits(model, batch: dict) -> torch.Tensor:
 def vlm_preprocessing(image_size: int, source_size: int = 32) -> dict:
     """Preprocessing record for a VLM: tensors in [0, 1] (mean 0, std 1); the processor
     normalises with the checkpoint's own statistics."""
-    from ..transforms import preprocessing
     return preprocessing(image_size, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), source_size=source_size)
 
 
@@ -152,7 +152,6 @@ def inference_detector(model, processor, info: dict) -> VLMDetector:
 
 def score(model, processor, info: dict, loader, desc: str = "score") -> tuple[np.ndarray, float]:
     """P(FAKE) for every image of ``loader`` from the answer logits, and the seconds it took."""
-    from ..engine import predict_proba
     return predict_proba(inference_detector(model, processor, info), loader, desc=desc)
 
 
@@ -163,7 +162,6 @@ def evaluate_and_save(trainer, processor, info: dict, test, *, method: str, prof
     predictions.csv, model folder) exactly like the other methods. ``domain_check``: the
     model's ``domain.DomainCheck`` (for a VLM fitted with ``layer=None``: input statistics
     only), saved in the model folder; ``out_dir``: instead of results/<method>/."""
-    from ..artifacts import evaluate_and_save as save
     detector = inference_detector(trainer.model, processor, info)
     return save(detector, test, method=method, backbone=info["model"], profile=profile, preprocessing=preprocessing,
                 architecture=detector.spec(), train_seconds=trainer.train_seconds, batch_size=batch_size,
