@@ -50,6 +50,40 @@ def home() -> Path:
     return Path(env).expanduser().resolve() if env else project_root()
 
 
+def shown(path) -> str:
+    """``path`` as a reader may see it in a notebook's output: relative to the project, or as
+    ``$AIDETECT_HOME/...`` when it lies in a home set elsewhere (a Drive folder), else only its
+    name (no machine path in what is printed)."""
+    p = Path(path).expanduser().resolve()
+    if p.is_relative_to(project_root()):
+        return str(p.relative_to(project_root()))
+    if os.environ.get(HOME_VAR) and p.is_relative_to(home()):
+        return str(Path(f"${HOME_VAR}") / p.relative_to(home()))
+    return p.name
+
+
+DRIVE_HOME = "/content/drive/MyDrive/aidetect"   # where keep_on_drive puts data/ and results/ in Colab
+
+
+def keep_on_drive(folder: str = DRIVE_HOME, mount=None) -> Path:
+    """In Colab, mount Google Drive and make ``folder`` on it the home of ``data/`` and
+    ``results/`` (``AIDETECT_HOME``), so prepared data, checkpoints and results outlive the
+    runtime: a notebook opened later from its badge, in a fresh runtime, finds them there.
+    Outside Colab it changes nothing and says so. ``mount``: the function that mounts Drive
+    (default ``google.colab.drive.mount``)."""
+    if mount is None:
+        if "google.colab" not in sys.modules:
+            print("keep_on_drive: not in Colab; data/ and results/ stay in", home())
+            return home()
+        from google.colab import drive
+        mount = drive.mount
+    mount("/content/drive")
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    os.environ[HOME_VAR] = str(folder)
+    print(f"data/ and results/ now live in {folder} (Google Drive): they are kept across runtimes")
+    return home()
+
+
 def data_dir() -> Path:
     return home() / "data"
 

@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import os
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -142,6 +144,28 @@ def run(profile: str = "smoke", only: list[str] | None = None, data: str | None 
             _publish(target, Path(publish_to) / nb.name, profile, own[nb.name], seconds, nb_dir.parent)
         records.append({"notebook": nb.name, "seconds": round(seconds, 1), "output": str(target)})
     return records
+
+
+def run_missing(notebooks: list[str], profile: str, kernel: str = "python3") -> list[dict]:
+    """Run the method notebooks ``notebooks`` (stems, e.g. ``["04_efficientnet_two_phase"]``)
+    one after the other under ``profile``, from inside a notebook: 07 with ``train_missing``,
+    where Colab's runtime holds no results of the other notebooks. Each writes its
+    ``results/<method>/`` as if it had been run alone (it prepares CIFAKE itself when missing).
+    papermill, which executes them, is installed first where it is missing (Colab has none).
+    The environment of the calling kernel is left as it was."""
+    if not notebooks:
+        print("nothing to train: every method asked for has results")
+        return []
+    if importlib.util.find_spec("papermill") is None:
+        print("installing papermill (runs the notebooks of the missing methods) ...", flush=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "papermill>=2.6"], check=True)
+        importlib.invalidate_caches()
+    saved = dict(os.environ)
+    try:
+        return run(profile, only=list(notebooks), kernel=kernel)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 PROCESSES_VAR = "AIDETECT_NUM_PROCESSES"   # engine.PROCESSES_VAR (not imported: the runner does not load torch)

@@ -176,6 +176,7 @@ BADGE_TAG, SETUP_TAG = "colab-badge", "setup"
 SETUP = """# Setup (run first). In a clone it only checks the machine; opened alone, as Colab opens a
 # notebook from GitHub (in /content), it clones the project and installs its package, keeping
 # the torch that is already there.
+KEEP_ON_DRIVE = False   # Colab: True keeps data/ and results/ on Google Drive, for the next notebook's runtime
 import os, subprocess, sys
 from pathlib import Path
 REPO = os.environ.get("AIDETECT_REPO_URL", "{url}")   # pyproject.toml [project.urls]
@@ -191,8 +192,12 @@ except ModuleNotFoundError:
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", str(root)], check=True)
     sys.path.insert(0, str(root))   # the running kernel does not see a fresh install on its own
 import torch
+from aidetect_utils import gpu, paths
+if KEEP_ON_DRIVE:
+    paths.keep_on_drive()
 print("torch", torch.__version__, "|", f"GPU: {{torch.cuda.get_device_name(0)}}" if torch.cuda.is_available() else
-      "no GPU: the smoke and cpu profiles run on this CPU; full needs a GPU (in Colab: Runtime > Change runtime type)")
+      "no GPU: the smoke and cpu profiles run on this CPU; full and colab need a GPU (Colab: Runtime > Change runtime type)")
+gpu.ensure_bitsandbytes()   # on a GPU only: 05/06 load their 7B model in 4 bits with it
 """
 
 

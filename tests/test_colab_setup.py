@@ -52,3 +52,54 @@ def test_setup_cell_clones_and_installs_outside_a_clone(tmp_path):
     # run again (a second "Run all"): nothing is cloned or installed twice
     res2 = subprocess.run([str(py), "-c", setup + after], cwd=content, env=env, capture_output=True, text=True)
     assert res2.returncode == 0 and "Cloning" not in res2.stderr
+
+
+def test_keep_on_drive_moves_data_and_results_to_the_mounted_folder(tmp_path, monkeypatch, capsys):
+    """What the setup cell's KEEP_ON_DRIVE does in Colab, with a local folder as the "Drive" (the
+    real google.colab mount exists only in Colab): AIDETECT_HOME points there, so data/ and
+    results/ (and the paths printed in notebooks) move with it."""
+    from aidetect_utils import paths
+    monkeypatch.delenv(paths.HOME_VAR, raising=False)
+    mounted = []
+    folder = tmp_path / "drive" / "MyDrive" / "aidetect"
+    got = paths.keep_on_drive(str(folder), mount=mounted.append)
+    assert mounted == ["/content/drive"] and folder.is_dir()
+    assert got == folder.resolve() and paths.results_dir() == folder.resolve() / "results"
+    assert paths.data_dir() == folder.resolve() / "data"
+    assert "kept across runtimes" in capsys.readouterr().out
+    assert paths.shown(folder / "results" / "vit_finetune") == "$AIDETECT_HOME/results/vit_finetune"
+    assert paths.shown(ROOT / "results" / "x") == "results/x"
+    assert paths.shown(tmp_path / "elsewhere" / "y") == "y"          # never a machine path
+
+
+def test_keep_on_drive_outside_colab_changes_nothing(monkeypatch, capsys):
+    from aidetect_utils import paths
+    monkeypatch.delenv(paths.HOME_VAR, raising=False)
+    monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    assert paths.keep_on_drive() == paths.project_root()
+    assert paths.HOME_VAR not in os.environ and "not in Colab" in capsys.readouterr().out
+
+
+def test_bitsandbytes_is_installed_only_on_a_gpu_without_it(monkeypatch):
+    import torch
+    from aidetect_utils import gpu
+    calls = []
+    monkeypatch.setattr(gpu.subprocess, "run", lambda cmd, check: calls.append(cmd))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert gpu.ensure_bitsandbytes(installed=lambda: False) is False and calls == []      # a CPU: nothing
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert gpu.ensure_bitsandbytes(installed=lambda: True) is False and calls == []       # already there
+    assert gpu.ensure_bitsandbytes(installed=lambda: False) is True
+    assert calls == [[sys.executable, "-m", "pip", "install", "-q", "bitsandbytes"]]
+
+
+def test_missing_notebooks_names_the_notebooks_of_methods_without_results(tmp_path):
+    from aidetect_utils import evaluation as ev, pipeline
+    (tmp_path / "efficientnet_two_phase").mkdir()
+    (tmp_path / "efficientnet_two_phase" / "metrics.json").write_text("{}")
+    everything = ev.missing_notebooks(tmp_path)
+    assert "04_efficientnet_two_phase" not in everything
+    assert everything == sorted(set(ev.series_methods().values()) - {"04_efficientnet_two_phase"})
+    assert ev.missing_notebooks(tmp_path, ["efficientnet_two_phase", "vit_finetune"]) == ["01_vit_finetune"]
+    assert ev.missing_notebooks(tmp_path, ["efficientnet_two_phase"]) == []
+    assert pipeline.run_missing([], "smoke") == []                    # nothing to run: nothing started
