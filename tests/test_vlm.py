@@ -130,7 +130,7 @@ def test_backend_selection_without_gpu():
 
 
 # ------------------------------------------------------------------------------ training and scoring
-def test_tiny_finetune_lowers_loss_and_gives_probabilities(real_images, tmp_path):
+def test_tiny_finetune_lowers_loss_and_gives_probabilities(real_images, tmp_path, capsys):
     images, labels = real_images
     model, processor, info = vlm.build_lora_model(vlm.TINY, lora_r=8, lora_alpha=16, seed=0)
     assert info["backend"] == "transformers" and info["lora_targets"] == ["k_proj", "o_proj", "q_proj", "v_proj"]
@@ -153,6 +153,9 @@ def test_tiny_finetune_lowers_loss_and_gives_probabilities(real_images, tmp_path
     assert after < before - 0.1, (before, after)
     assert all(torch.equal(p, dict(model.named_parameters())[n]) for n, p in frozen.items())
     assert trainer.state.global_step == 9 and len(vlm.loss_history(trainer)) == 9
+    assert "'loss'" not in capsys.readouterr().out      # no log dict printed per logging step
+    table = vlm.loss_table(vlm.loss_history(trainer), rows=4)
+    assert table["step"].tolist() == [1, 4, 7, 9]        # every 3rd logged step and the last
 
     detector = vlm.VLMDetector(model.eval(), processor, vlm.TINY, "transformers")
     x = torch.stack([ds[i][0] for i in range(6)])
@@ -198,3 +201,37 @@ def test_saved_folder_reloads_and_predicts(real_images, tmp_path, capsys):
     assert predict.main(["--model", str(folder), *files]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 2 and all(("FAKE" in l) or ("REAL" in l) for l in lines)
+
+
+# ------------------------------------------------------------------------------ the recipe object
+def test_recipe_is_built_from_params_and_drives_the_data_and_model_steps(monkeypatch):
+    import dataclasses
+
+    from aidetect_utils import params
+    P = params.load("smoke", "06_qwen_vl_method2_robust", {})
+    recipe = vlm.Recipe.from_params(P)
+    assert (recipe.method, recipe.epochs, recipe.focal_gamma, recipe.tiny_config) == \
+        (P.method, P.epochs, P.focal_gamma, P.tiny_config)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        recipe.epochs = 3
+    assert dataclasses.replace(recipe, epochs=3).epochs == 3 and recipe.epochs == P.epochs
+    # notebook 05's parameters have no focal_*: the defaults stay
+    assert vlm.Recipe.from_params(params.load("smoke", "05_qwen_vl_method1_sft", {})).focal_alpha == 0.75
+    # recipe_data and recipe_model read the recipe's fields, nothing else
+    seen = {}
+    monkeypatch.setattr("aidetect_utils.vlm.data.detection_data", lambda *a, **k: seen.setdefault("data", (a, k)))
+    monkeypatch.setattr("aidetect_utils.vlm.backends.build_lora_model",
+                        lambda *a, **k: seen.setdefault("model", (a, k)))
+    vlm.recipe_data(recipe)
+    vlm.recipe_model(recipe)
+    assert seen["data"][0] == (recipe.dataset,) and seen["data"][1]["n_train"] == recipe.n_train
+    assert seen["model"][0] == (recipe.model_name, recipe.backend) and seen["model"][1]["lora_r"] == recipe.lora_r
+
+
+def test_loss_table_keeps_every_kth_step_and_the_last():
+    import pandas as pd
+    losses = pd.DataFrame({"step": range(1, 41), "epoch": np.linspace(0.05, 2, 40), "loss": np.linspace(3, 1, 40),
+                           "lr": np.linspace(2e-3, 0, 40)})
+    table = vlm.loss_table(losses, rows=10)
+    assert table["step"].tolist() == [1, 5, 9, 13, 17, 21, 25, 29, 33, 37, 40]
+    assert len(vlm.loss_table(losses.head(3))) == 3 and vlm.loss_table(losses.head(0)).empty

@@ -7,7 +7,8 @@ One module per concern:
 - ``tiny``      a small Qwen2.5-VL and its processor built offline (smoke/cpu profiles, tests)
 - ``prompt``    the question, the answers, and the batches with answer-only labels
 - ``training``  LoRA fine-tuning with ``Trainer``: answer-token cross-entropy or focal loss;
-                ``run_recipe``: notebook 05's whole recipe in one call (notebook 06 changes parts)
+                ``Recipe`` (what notebook 05's recipe is made of) and ``run_recipe``: that
+                recipe in one call (notebook 06 changes parts)
 - ``detector``  the fine-tuned model as a detector (answer logits -> P(FAKE)), its model folder
 - ``data``      CIFAKE subsets or SID_Set for these notebooks
 
@@ -26,4 +27,4 @@ from .detector import (VLMDetector, batch_logits, evaluate_and_save, inference_d
 from .prompt import (ANSWERS, END_OF_TURN, QUESTION, VLMCollator, answer_suffix, answer_token_ids,  # noqa: E402
                      messages, prompt_text, to_pil)
 from .tiny import CHAT_TEMPLATE, SPECIAL_TOKENS, TINY, build_tiny_processor, build_tiny_qwen_vl, tiny_config  # noqa: E402
-from .training import RecipeRun, loss_history, run_recipe, train_lora  # noqa: E402
+from .training import Recipe, RecipeRun, loss_history, loss_table, print_losses, run_recipe, train_lora  # noqa: E402

@@ -209,13 +209,14 @@ def build_lora_model(model_name: str, backend: str = "auto", *, load_in_4bit: bo
     return model, processor, {"backend": backend, "why": why, "model": model_name} | lora_summary(model)
 
 
-def recipe_model(P):
-    """:func:`build_lora_model` with the VLM notebooks' parameters (``P.model_name``,
-    ``P.backend``, ``P.load_in_4bit``, ``P.tiny_config``, ``P.min_pixels``, ``P.max_pixels``,
-    ``P.lora_r``, ``P.lora_alpha``, ``P.lora_dropout``, ``P.seed``): notebook 05's model step."""
-    return build_lora_model(P.model_name, P.backend, load_in_4bit=P.load_in_4bit, tiny=P.tiny_config,
-                            min_pixels=P.min_pixels, max_pixels=P.max_pixels, lora_r=P.lora_r,
-                            lora_alpha=P.lora_alpha, lora_dropout=P.lora_dropout, seed=P.seed)
+def recipe_model(recipe: "Recipe"):
+    """Notebook 05's model step: :func:`build_lora_model` with the ``training.Recipe``'s ``model_name``,
+    ``backend``, ``load_in_4bit``, ``tiny_config``, ``min_pixels``, ``max_pixels``, ``lora_r``,
+    ``lora_alpha``, ``lora_dropout`` and ``seed``."""
+    r = recipe
+    return build_lora_model(r.model_name, r.backend, load_in_4bit=r.load_in_4bit, tiny=r.tiny_config,
+                            min_pixels=r.min_pixels, max_pixels=r.max_pixels, lora_r=r.lora_r,
+                            lora_alpha=r.lora_alpha, lora_dropout=r.lora_dropout, seed=r.seed)
 
 
 def for_inference(model, backend: str):

@@ -32,10 +32,11 @@ def detection_data(dataset: str = "cifake", *, image_size: int, n_train: int | N
     return train, test, vlm_preprocessing(image_size, source_size=train.images.shape[1])
 
 
-def recipe_data(P):
-    """:func:`detection_data` with the VLM notebooks' parameters (``P.dataset``, ``P.image_size``,
-    ``P.n_train``, ``P.n_test``, ``P.prepared_dir``, ``P.min_width``, ``P.seed``,
-    ``P.sid_set_path``): notebook 05's data step."""
-    return detection_data(P.dataset, image_size=P.image_size, n_train=P.n_train, n_test=P.n_test,
-                          prepared_dir=P.prepared_dir, min_width=P.min_width, seed=P.seed,
-                          sid_set_path=P.sid_set_path)
+def recipe_data(recipe: "Recipe"):
+    """Notebook 05's data step: :func:`detection_data` with the ``training.Recipe``'s ``dataset``,
+    ``image_size``, ``n_train``, ``n_test``, ``prepared_dir``, ``min_width``, ``seed`` and
+    ``sid_set_path``."""
+    r = recipe
+    return detection_data(r.dataset, image_size=r.image_size, n_train=r.n_train, n_test=r.n_test,
+                          prepared_dir=r.prepared_dir, min_width=r.min_width, seed=r.seed,
+                          sid_set_path=r.sid_set_path)

@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -168,8 +168,29 @@ def _make_trainer(model, processor, train_dataset, recipe: dict, extra: dict, pr
         # several processes: every LoRA matrix is used in every forward pass, and DDP's search for
         # unused ones would break with gradient checkpointing (4-bit bases, peft's kbit preparation)
         ddp_find_unused_parameters=False)
-    return _trainer_class()(model=model, args=args, train_dataset=train_dataset,
-                            data_collator=VLMCollator(processor), **extra)
+    trainer = _trainer_class()(model=model, args=args, train_dataset=train_dataset,
+                               data_collator=VLMCollator(processor), **extra)
+    return _quiet_logs(trainer)
+
+
+def _quiet_logs(trainer):
+    """No log dict printed per ``logging_steps``: the losses stay in ``trainer.state.log_history``
+    (:func:`loss_history`, :func:`loss_table` show them as a table after training). Trainer's
+    ``PrinterCallback`` (progress bars off) is removed and its terminal progress bar, which
+    writes every log dict under the bar, is replaced by one that shows the last loss on the bar;
+    Jupyter's progress table (``NotebookProgressCallback``, bars on) is kept."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    class LossOnBar(ProgressCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if state.is_world_process_zero and self.training_bar is not None and "loss" in (logs or {}):
+                self.training_bar.set_postfix(loss=f"{logs['loss']:.4g}", refresh=False)
+
+    trainer.remove_callback(PrinterCallback)
+    if any(type(c) is ProgressCallback for c in trainer.callback_handler.callbacks):
+        trainer.remove_callback(ProgressCallback)
+        trainer.add_callback(LossOnBar)
+    return trainer
 
 
 def _finished(checkpoint: str | None) -> bool:
@@ -235,11 +256,80 @@ def loss_history(trainer) -> "pd.DataFrame":
     return pd.DataFrame(rows, columns=["step", "epoch", "loss", "lr"])
 
 
+def loss_table(losses: "pd.DataFrame", rows: int = 10) -> "pd.DataFrame":
+    """At most ``rows`` + 1 rows of :func:`loss_history` to print: every k-th logged step and
+    the last, loss and epoch rounded."""
+    n = len(losses)
+    k = max(1, -(-n // rows))
+    keep = sorted(set(range(0, n, k)) | ({n - 1} if n else set()))
+    return losses.iloc[keep].round({"epoch": 2, "loss": 4}).reset_index(drop=True)
+
+
+def print_losses(losses: "pd.DataFrame", rows: int = 10) -> None:
+    """:func:`loss_table` printed under one line saying how many steps were logged."""
+    table = loss_table(losses, rows)
+    print(f"training loss at {len(table)} of {len(losses)} logged steps:")
+    print(table.to_string(index=False, formatters={"lr": "{:.3g}".format}))
+
+
 # ------------------------------------------------------------------------------ the whole recipe
+@dataclass(frozen=True, kw_only=True)
+class Recipe:
+    """Notebook 05's recipe: the data, the base model + LoRA, the fine-tuning and the scoring.
+
+    Built in notebook 06 from its parameters in one cell, each field from the parameter of the
+    same name (``Recipe.from_params(P)`` does the same in one call). Frozen: a variant is a new
+    recipe, ``dataclasses.replace(recipe, epochs=3)``.
+    """
+
+    # what is saved, and under which name (results/<method>/)
+    method: str
+    profile: str
+    seed: int = 0
+    # data: vlm.detection_data
+    dataset: str = "cifake"
+    image_size: int
+    n_train: int | None
+    n_test: int | None
+    prepared_dir: str | None = None
+    min_width: int = 1024
+    sid_set_path: str | None = None
+    # base model + LoRA: vlm.build_lora_model
+    model_name: str
+    backend: str = "auto"
+    load_in_4bit: bool = True
+    tiny_config: dict | None = None
+    min_pixels: int | None = None
+    max_pixels: int | None = None
+    lora_r: int = 16
+    lora_alpha: float = 16
+    lora_dropout: float = 0.0
+    # fine-tuning on the answer tokens: vlm.train_lora
+    epochs: float = 1
+    lr: float
+    batch_size: int = 8
+    grad_accum: int = 1
+    scheduler: str = "linear"
+    warmup_ratio: float = 0.05
+    optim: str = "adamw_torch"
+    logging_steps: int = 5
+    focal_alpha: float = 0.75       # used by loss="focal" only
+    focal_gamma: float = 2.0
+    # scoring
+    zero_shot: bool = False         # also score the test images before fine-tuning
+    eval_batch_size: int = 32
+
+    @classmethod
+    def from_params(cls, P) -> "Recipe":
+        """Every field from the parameter of the same name (``params.load``'s ``P``); fields
+        ``P`` lacks (``focal_*`` in notebook 05) keep their defaults."""
+        return cls(**{f.name: getattr(P, f.name) for f in fields(cls) if hasattr(P, f.name)})
+
+
 @dataclass
 class RecipeRun:
     """What :func:`run_recipe` made: the data, the model, the trainer, the losses, the zero-shot
-    P(FAKE) (None when ``P.zero_shot`` is off) and the metrics record it saved."""
+    P(FAKE) (None when ``recipe.zero_shot`` is off) and the metrics record it saved."""
 
     train: object
     test: object
@@ -253,48 +343,52 @@ class RecipeRun:
     zero_shot: np.ndarray | None = None
 
 
-def run_recipe(P, *, train_transform=None, loss: str = "ce", data=None, model=None, domain_check=None,
-               out_dir: str | Path | None = None, extra: dict | None = None) -> RecipeRun:
+def run_recipe(recipe: Recipe, *, train_transform=None, loss: str = "ce", data=None, model=None,
+               domain_check=None, out_dir: str | Path | None = None, extra: dict | None = None) -> RecipeRun:
     """Method 1's whole recipe, the steps notebook 05 shows one by one, in one call:
 
     data (:func:`~.data.recipe_data`), base model + LoRA (:func:`~.backends.recipe_model`),
-    P(FAKE) before fine-tuning when ``P.zero_shot``, fine-tuning with :func:`train_lora` on the
-    answer tokens (``P.epochs``, ``P.lr``, ``P.batch_size``, ``P.grad_accum``, ``P.scheduler``,
-    ``P.warmup_ratio``, ``P.optim``, ``P.seed``, ``P.logging_steps``), the loss history in
-    ``loss_history.csv``, and scoring and saving with :func:`~.detector.evaluate_and_save`
-    into results/``P.method``/.
+    P(FAKE) before fine-tuning when ``recipe.zero_shot``, fine-tuning with :func:`train_lora` on
+    the answer tokens (the recipe's ``epochs``, ``lr``, ``batch_size``, ``grad_accum``,
+    ``scheduler``, ``warmup_ratio``, ``optim``, ``seed``, ``logging_steps``), the loss history
+    in ``loss_history.csv`` (printed as a short table), and scoring and saving with
+    :func:`~.detector.evaluate_and_save` into results/``recipe.method``/.
 
     What a variant changes is passed in: ``train_transform`` (None: method 1's evaluation
-    transform, no augmentation), ``loss`` ("ce" or "focal", with ``P.focal_alpha`` and
-    ``P.focal_gamma``), ``domain_check`` (saved in the model folder). ``data`` (train, test,
+    transform, no augmentation), ``loss`` ("ce" or "focal", with the recipe's ``focal_alpha``
+    and ``focal_gamma``), ``domain_check`` (saved in the model folder). ``data`` (train, test,
     prep) and ``model`` (model, processor, info) may be given when the notebook already built
     them.
     """
     from torch.utils.data import DataLoader
 
-    out_dir = Path(out_dir) if out_dir else method_dir(P.method)
-    train, test, prep = data if data is not None else recipe_data(P)
-    model, processor, info = model if model is not None else recipe_model(P)
+    r = recipe
+    out_dir = Path(out_dir) if out_dir else method_dir(r.method)
+    train, test, prep = data if data is not None else recipe_data(r)
+    model, processor, info = model if model is not None else recipe_model(r)
     print(describe_model(info))
     eval_tf = eval_transform(prep)
     p0 = None
-    if P.zero_shot:   # LoRA starts as the identity (its B matrices are zero): this is the base model
-        loader = DataLoader(ArrayDataset(test.images, test.labels, eval_tf), batch_size=P.eval_batch_size)
+    if r.zero_shot:   # LoRA starts as the identity (its B matrices are zero): this is the base model
+        loader = DataLoader(ArrayDataset(test.images, test.labels, eval_tf), batch_size=r.eval_batch_size)
         p0, _ = score(model, processor, info, loader, desc="zero-shot")
         print("before fine-tuning:", summary_line(classification_metrics(test.labels, p0)))
+    else:
+        print("before fine-tuning: not scored (zero_shot is off)")
     train_ds = ArrayDataset(train.images, train.labels, train_transform or eval_tf)
-    focal = {"focal_alpha": P.focal_alpha, "focal_gamma": P.focal_gamma} if loss == "focal" else {}
+    focal = {"focal_alpha": r.focal_alpha, "focal_gamma": r.focal_gamma} if loss == "focal" else {}
     model.train()
-    trainer = train_lora(model, processor, train_ds, out_dir / "trainer", loss=loss, epochs=P.epochs, lr=P.lr,
-                         batch_size=P.batch_size, grad_accum=P.grad_accum, scheduler=P.scheduler,
-                         warmup_ratio=P.warmup_ratio, optim=P.optim, seed=P.seed, logging_steps=P.logging_steps,
+    trainer = train_lora(model, processor, train_ds, out_dir / "trainer", loss=loss, epochs=r.epochs, lr=r.lr,
+                         batch_size=r.batch_size, grad_accum=r.grad_accum, scheduler=r.scheduler,
+                         warmup_ratio=r.warmup_ratio, optim=r.optim, seed=r.seed, logging_steps=r.logging_steps,
                          **focal)
     losses = loss_history(trainer)
     losses.to_csv(out_dir / "loss_history.csv", index=False)
     print(f"trained {trainer.state.global_step} steps in {trainer.train_seconds:.1f} s")
+    print_losses(losses)
     names = {"ce": "cross-entropy", "focal": "focal"}
-    record = evaluate_and_save(trainer, processor, info, test, method=P.method, profile=P.profile,
-                               preprocessing=prep, dataset=P.dataset, batch_size=P.eval_batch_size,
-                               extra={"n_train": len(train), "lora_r": P.lora_r, "loss": names[loss], **(extra or {})},
+    record = evaluate_and_save(trainer, processor, info, test, method=r.method, profile=r.profile,
+                               preprocessing=prep, dataset=r.dataset, batch_size=r.eval_batch_size,
+                               extra={"n_train": len(train), "lora_r": r.lora_r, "loss": names[loss], **(extra or {})},
                                domain_check=domain_check, out_dir=out_dir)
     return RecipeRun(train, test, prep, model, processor, info, trainer, losses, record, p0)
