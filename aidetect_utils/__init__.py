@@ -46,6 +46,7 @@ Evaluation and results
 - ``domain_eval`` notebook 07's measurement of that check
 - ``explain``     Grad-CAM for CNNs and ViTs (notebook 07 and the web demo)
 - ``plots``       every figure the notebooks show
+- ``diagrams``    concept figures drawn by code, shown before each idea's code (ViT, LoRA, ...)
 
 Running
 - ``params``      a notebook's parameters from ``notebooks/profiles.yaml``

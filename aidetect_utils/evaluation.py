@@ -36,6 +36,7 @@ from .robustness import (CORRUPTIONS, KEY_SETTINGS, chance_ceiling, corrupt, rob
 
 __all__ = [  # this module's own names, and those of the question modules notebook 07 reads through it
     "MIN_COMMON", "TABLE_COLUMNS", "METRICS", "series_methods", "discover", "group_by_test_set", "align",
+    "backbone_of", "with_backbone",
     "bootstrap_ci", "mcnemar", "comparison_table", "per_class_accuracy", "confident_mistakes",
     "image_group", "folder_images", "score_folders", "folder_summary", "group_accuracy",
     "THRESHOLD", "judged_fake", "accuracy", "roc_auc", "classification_metrics", "expected_calibration_error",
@@ -45,7 +46,7 @@ __all__ = [  # this module's own names, and those of the question modules notebo
 ]
 
 MIN_COMMON = 100   # fewest common test images (both classes among them) a comparison is ranked on
-TABLE_COLUMNS = ["accuracy", "accuracy_ci", "balanced_accuracy", "precision_fake", "recall_fake", "f1_fake",
+TABLE_COLUMNS = ["backbone", "accuracy", "accuracy_ci", "balanced_accuracy", "precision_fake", "recall_fake", "f1_fake",
                  "roc_auc", "roc_auc_ci", "pr_auc", "tpr_at_5pct_fpr", "ece", "trainable_params",
                  "total_params", "train_seconds", "inference_images_per_second", "device", "profile", "n_test"]
 
@@ -57,6 +58,14 @@ def series_methods() -> dict[str, str]:
     profiles = params.load_profiles()
     return {values["method"]: nb for nb in (profiles.get(params.DEFAULTS) or {})
             if "method" in (values := params.defaults_for(profiles, nb))}
+
+
+def missing_notebooks(results_root: str | Path, methods: list[str] | None = None) -> list[str]:
+    """The notebooks (stems, in series order) whose method has no ``metrics.json`` under
+    ``results_root``: of ``methods`` if given, else of every method notebook of the series."""
+    series = series_methods()
+    wanted = series if methods is None else {m: series[m] for m in methods if m in series}
+    return sorted(nb for m, nb in wanted.items() if not (Path(results_root) / m / "metrics.json").exists())
 
 
 def discover(results_root: str | Path) -> tuple[dict, list[str]]:
@@ -79,6 +88,29 @@ def discover(results_root: str | Path) -> tuple[dict, list[str]]:
             notes.append(f"{method}: no results yet; notebooks/{nb}.ipynb produces them"
                          + (f" (run it under profile {profile!r})" if profile else ""))
     return found, notes
+
+
+def backbone_of(found: dict, method: str, missing: str = "-") -> str:
+    """The backbone ``method`` actually ran with, as its ``metrics.json`` records it (on the
+    ``cpu`` profile often a small stand-in for the one the method is named after), else ``missing``
+    (a method without results here, a row quoted from elsewhere)."""
+    rec = found.get(method, ({},))[0] or {}
+    return str(rec.get("backbone") or missing)
+
+
+def with_backbone(df: pd.DataFrame, found: dict, method: str = "method", missing: str = "-") -> pd.DataFrame:
+    """``df`` with a ``backbone`` column (:func:`backbone_of`) first, right after its ``method``
+    column when it has one, else read off its index (method names). A ``backbone`` column
+    already there keeps its values where the method has no results here. Returns a copy."""
+    out = df.copy()
+    names = out[method] if method in out.columns else pd.Series(out.index, index=out.index)
+    values = pd.Series([backbone_of(found, str(m), missing="") for m in names], index=out.index)
+    if "backbone" in out.columns:
+        values = values.where(values != "", out["backbone"].fillna("").astype(str))
+        out = out.drop(columns="backbone")
+    values = values.where(values != "", missing)
+    out.insert(list(out.columns).index(method) + 1 if method in out.columns else 0, "backbone", values)
+    return out
 
 
 def group_by_test_set(found: dict) -> list[list[str]]:
@@ -208,15 +240,16 @@ def mcnemar(y_true, pred_a, pred_b) -> dict:
 
 def comparison_table(found: dict, labels: pd.DataFrame, probs: pd.DataFrame, n_boot: int = 1000,
                      seed: int = 0) -> pd.DataFrame:
-    """One row per method: metrics on the aligned test images, bootstrap CIs, size, time,
-    and McNemar's test against the most accurate method."""
+    """One row per method: the backbone it ran with (:func:`backbone_of`), metrics on the aligned
+    test images, bootstrap CIs, size, time, and McNemar's test against the most accurate method."""
     y = labels["label"].to_numpy()
     rows = {}
     for name in probs.columns:
         rec = found[name][0]
         m = classification_metrics(y, probs[name].to_numpy())
-        row = {k: m[k] for k in ("accuracy", "balanced_accuracy", "precision_fake", "recall_fake", "f1_fake",
-                                 "roc_auc", "pr_auc", "tpr_at_5pct_fpr", "ece")}
+        row = {"backbone": backbone_of(found, name)}
+        row.update({k: m[k] for k in ("accuracy", "balanced_accuracy", "precision_fake", "recall_fake", "f1_fake",
+                                 "roc_auc", "pr_auc", "tpr_at_5pct_fpr", "ece")})
         for metric in ("accuracy", "roc_auc"):
             lo, hi = bootstrap_ci(y, probs[name].to_numpy(), metric, n_boot=n_boot, seed=seed)
             row[f"{metric}_ci"] = f"[{lo:.4f}, {hi:.4f}]"

@@ -293,3 +293,51 @@ def domain_histogram(scores: dict[str, np.ndarray], threshold: float, title: str
     ax.legend(fontsize=8)
     fig.tight_layout()
     return _save(fig, save)
+
+
+# ---- notebook 03
+def dropout_masks(passes: list, title: str = "", summary: str = "", save=None):
+    """The keep-masks each MC-dropout pass drew, one column per pass and one row per dropout layer
+    (dark: unit kept, light: dropped; the units laid out on a grid only to fit the page), and the
+    P(FAKE) of each pass as a bar beside them. ``passes``: per pass ``(masks, p)`` with ``masks``
+    one 0/1 vector per dropout layer; ``summary`` is added to the bar chart's title."""
+    def as_grid(m):
+        return m.reshape(max(d for d in range(1, int(len(m) ** 0.5) + 1) if len(m) % d == 0), -1)
+    T, L = len(passes), len(passes[0][0])
+    fig, ax = plt.subplot_mosaic([[f"{r},{t}" for t in range(T)] + ["p"] for r in range(L)],
+                                 figsize=(2 * T + 4, 2.2 * L + 1), width_ratios=[1] * T + [2.5], layout="constrained")
+    for t, (masks, p) in enumerate(passes):
+        for r, m in enumerate(masks):
+            a = ax[f"{r},{t}"]
+            a.imshow(as_grid(np.asarray(m)), cmap="Greys", vmin=0, vmax=1)
+            a.set(xticks=[], yticks=[],
+                  ylabel=f"dropout {r + 1}:\n{len(m)} {'features' if r == 0 else 'hidden units'}" if t == 0 else "")
+            a.set_xlabel(f"kept {int(np.sum(m))}/{len(m)}", fontsize=8)
+        ax[f"0,{t}"].set_title(f"pass {t + 1}\nP(FAKE) = {p:.2f}", fontsize=9)
+    ps = np.array([p for _, p in passes])
+    ax["p"].bar(range(1, T + 1), ps, color="tab:orange")
+    ax["p"].axhline(ps.mean(), color="k", label=f"mean {ps.mean():.2f} ± {ps.std():.2f}")
+    ax["p"].axhspan(ps.mean() - ps.std(), ps.mean() + ps.std(), color="k", alpha=0.1)
+    ax["p"].set(ylim=(0, 1), xlabel="pass", ylabel="P(FAKE)", title=summary)
+    ax["p"].legend(fontsize=8)
+    fig.suptitle(title)
+    return _save(fig, save)
+
+
+# ---- notebooks 00/04
+def two_phase_schedule(n_head: int, n_phase2: int, phase1_epochs: int, phase2_epochs: int,
+                       phase1_lr: float, phase2_lr: float, phase2_layers: int, save=None):
+    """Trainable parameters per epoch of a two-phase fine-tune, on a linear axis: phase 1 (head
+    only) in blue, phase 2 (head and ``phase2_layers`` backbone layers) in orange, each bar
+    labelled with its count, a dashed line at the phase boundary."""
+    epochs = np.arange(1, phase1_epochs + phase2_epochs + 1)
+    counts = [n_head] * phase1_epochs + [n_phase2] * phase2_epochs
+    fig, ax = plt.subplots(figsize=(7, 3.0))
+    bars = ax.bar(epochs, counts, color=["tab:blue"] * phase1_epochs + ["tab:orange"] * phase2_epochs)
+    ax.bar_label(bars, labels=[f"{c / 1e6:.2f}M" for c in counts], fontsize=8)
+    ax.axvline(phase1_epochs + 0.5, c="k", ls="--", lw=1)
+    ax.set(xlabel="epoch", ylabel="trainable parameters", xticks=epochs, ylim=(0, 1.15 * max(counts)))
+    ax.set_title(f"phase 1: head only (lr {phase1_lr:g})  |  phase 2: last {phase2_layers} layers + head "
+                 f"(lr {phase2_lr:g}, lowered on plateaus)", fontsize=9)
+    fig.tight_layout()
+    return _save(fig, save)

@@ -23,6 +23,18 @@ def _entropy(p: np.ndarray) -> np.ndarray:
     return -(p * np.log(p) + (1 - p) * np.log(1 - p))
 
 
+def mutual_information(samples) -> np.ndarray:
+    """The mutual information between the prediction and the model (BALD; Houlsby et al., 2011),
+    per input, in nats: the entropy of the mean P(FAKE) minus the mean entropy of the passes.
+
+    ``samples``: (T, N) P(FAKE) of T stochastic passes over N inputs. Near 0 when every pass gives
+    the same answer, however unsure; large when confident passes disagree. Unlike the entropy or
+    the maximum probability of the mean, it is not a function of the mean alone.
+    """
+    samples = np.asarray(samples, dtype=np.float64)
+    return _entropy(samples.mean(0)) - _entropy(samples).mean(0)
+
+
 @torch.no_grad()
 def mc_dropout_predict(model: nn.Module, x: torch.Tensor, n_samples: int = 50, seed: int = 0,
                        batch_size: int = 4096) -> pd.DataFrame:
@@ -54,7 +66,7 @@ def mc_dropout_predict(model: nn.Module, x: torch.Tensor, n_samples: int = 50, s
                 m.eval()
     mean = samples.mean(0)
     return pd.DataFrame({"prob_fake": mean, "std": samples.std(0), "entropy": _entropy(mean),
-                         "mutual_info": _entropy(mean) - _entropy(samples).mean(0), "prob_fake_det": det})
+                         "mutual_info": mutual_information(samples), "prob_fake_det": det})
 
 
 def accuracy_coverage(y_true, prob_fake, uncertainty, coverages=None) -> pd.DataFrame:

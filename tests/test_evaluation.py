@@ -135,6 +135,34 @@ def test_align_keeps_common_ids_and_checks_labels():
         ev.align({"a": (rec, a), "b": (rec, b.assign(label=[0, 1]))})
 
 
+
+def test_every_method_table_names_the_backbone_it_ran_with():
+    """07's tables carry the backbone each metrics.json records (a cpu-profile stand-in shows as
+    what it is), first in the side-by-side table, and beside ``method`` in the long tables."""
+    rec = {"trainable_params": 1, "total_params": 2, "train_seconds": 1.0, "inference_images_per_second": 1.0,
+           "device": "cpu", "profile": "test"}
+    pred = pd.DataFrame({"id": ["x", "y", "z", "w"], "cifar_class": [0, 1, 2, 3], "label": [0, 1, 1, 0],
+                         "prob_fake": [0.1, 0.8, 0.4, 0.3]})
+    found = {"dino_bayesian_head": ({**rec, "backbone": "tf_efficientnet_lite0"}, pred),
+             "vit_finetune": ({**rec, "backbone": "vit-tiny-stand-in"}, pred.assign(prob_fake=[0.6, 0.9, 0.7, 0.2]))}
+    labels, probs = ev.align(found)
+    table = ev.comparison_table(found, labels, probs, n_boot=20)
+    assert ev.TABLE_COLUMNS[0] == "backbone" and set(ev.TABLE_COLUMNS) <= set(table.columns)
+    assert table["backbone"].to_dict() == {"dino_bayesian_head": "tf_efficientnet_lite0",
+                                           "vit_finetune": "vit-tiny-stand-in"}
+    # indexed by method: backbone first
+    by_index = ev.with_backbone(pd.DataFrame({"ece": [0.1, 0.2]}, index=["vit_finetune", "dino_bayesian_head"]), found)
+    assert list(by_index.columns) == ["backbone", "ece"]
+    assert by_index["backbone"].tolist() == ["vit-tiny-stand-in", "tf_efficientnet_lite0"]
+    # a method column: right after it; a row quoted from elsewhere keeps its own backbone, else "-"
+    long = pd.DataFrame({"folder": ["r"] * 3, "method": ["dino_bayesian_head", "GPT-4o (reported)", "other"],
+                         "backbone": [None, "gpt-4o", None], "accuracy": [0.5, 0.64, 0.5]})
+    out = ev.with_backbone(long, found)
+    assert list(out.columns) == ["folder", "method", "backbone", "accuracy"]
+    assert out["backbone"].tolist() == ["tf_efficientnet_lite0", "gpt-4o", "-"]
+    assert "backbone" not in long.columns or long["backbone"].isna().sum() == 2     # the input is not changed
+    assert ev.backbone_of(found, "missing_method") == "-"
+
 # ------------------------------------------------------------------------------ Grad-CAM
 def test_gradcam_on_cnn_and_vit():
     from aidetect_utils.models import EfficientNetDetector, ViTClassifier, build_feature_classifier

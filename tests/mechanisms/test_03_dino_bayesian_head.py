@@ -77,3 +77,32 @@ def test_only_dropout_is_switched_on_and_the_callers_random_stream_is_untouched(
     mc_dropout(head, x, T=3, seed=SEED)
     assert torch.equal(state, torch.get_rng_state())
     assert not any(m.training for m in head.modules())   # back in evaluation mode afterwards
+
+
+def test_mutual_information_cell_equals_the_package(mc_dropout, head, lite0_features):
+    """The notebook's ``mutual_information`` (its own mechanism cell) is ``uncertainty.mutual_information``,
+    on real MC-dropout samples and on hand-made ones."""
+    mi = mechanism_namespace("03_dino_bayesian_head")["mutual_information"]
+    x, _ = lite0_features
+    samples = mc_dropout(head, x, T=T, seed=SEED)["samples"]
+    assert np.allclose(mi(samples), uncertainty.mutual_information(samples), atol=1e-12)
+    made = np.array([[0.5, 0.9, 0.1], [0.5, 0.1, 0.1]])       # all unsure / confident but disagreeing / agreeing
+    assert np.allclose(mi(made), uncertainty.mutual_information(made), atol=1e-12)
+    assert abs(mi(made)[0]) < 1e-12 and mi(made)[1] > 0.3 and abs(mi(made)[2]) < 1e-12
+
+
+def test_two_class_entropy_and_max_probability_rank_identically_and_mutual_information_does_not():
+    rng = np.random.default_rng(0)
+    samples = rng.beta(0.7, 0.7, size=(30, 500))              # (T, N) P(FAKE) of spread-out passes
+    p = samples.mean(0)
+    entropy = uncertainty._entropy(p)
+    one_minus_max = 1 - np.maximum(p, 1 - p)
+    ranks = lambda s: np.argsort(np.argsort(s, kind="stable"), kind="stable")
+    assert np.array_equal(ranks(entropy), ranks(one_minus_max))
+    labels = rng.integers(0, 2, 500)
+    a = uncertainty.accuracy_coverage(labels, p, entropy)
+    b = uncertainty.accuracy_coverage(labels, p, one_minus_max)
+    assert a.equals(b)
+    mi = uncertainty.mutual_information(samples)
+    assert not np.array_equal(ranks(mi), ranks(entropy))
+    assert np.corrcoef(ranks(mi), ranks(entropy))[0, 1] < 0.99

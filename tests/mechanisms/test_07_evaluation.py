@@ -1,7 +1,9 @@
-"""Notebook 07's written-out statistics (the cells tagged ``mechanism``): the percentile bootstrap
+"""Notebook 07's written-out mechanisms (the cells tagged ``mechanism``): the percentile bootstrap
 interval of accuracy and McNemar's test, against ``evaluation.bootstrap_ci`` and
-``evaluation.mcnemar`` on the predictions of two simple scorers on real CIFAKE images, and
-against values computed by hand."""
+``evaluation.mcnemar``; ECE and temperature scaling against ``metrics.expected_calibration_error``
+and ``calibration.fit_temperature``/``apply_temperature``, all on the predictions of two simple
+scorers on real CIFAKE images; the domain score against ``DomainCheck.score`` of checks fitted on
+real CIFAKE images; and each against values computed by hand."""
 from __future__ import annotations
 
 import math
@@ -105,3 +107,95 @@ def test_mcnemar_by_hand(nb):
     # 24 discordant pairs: still exact; 25: chi-square
     assert nb["mcnemar_test"](*_pairs(20, 4))[2] == pytest.approx(2 * sum(math.comb(24, k) for k in range(5)) / 2 ** 24)
     assert nb["mcnemar_test"](*_pairs(20, 5))[2] == pytest.approx(math.erfc(math.sqrt((15 - 1) ** 2 / 25 / 2)))
+
+
+# ------------------------------------------------------------------------------ ECE and temperature scaling
+def test_ece_is_the_package_one(nb, scored):
+    from aidetect_utils.metrics import expected_calibration_error
+    y, a, b = scored
+    for p in (a, b, np.clip(2 * a - 0.5, 0, 1), np.full(len(y), 0.5)):
+        for n_bins in (15, 10, 4):
+            assert nb["ece_equal_width"](y, p, n_bins) == pytest.approx(expected_calibration_error(y, p, n_bins),
+                                                                         rel=1e-12, abs=1e-15)
+
+
+def test_ece_by_hand(nb):
+    # ten images all at P(FAKE) = 0.95, nine of them FAKE: one bin, |0.9 - 0.95| = 0.05
+    y = np.array([1] * 9 + [0])
+    assert nb["ece_equal_width"](y, np.full(10, 0.95)) == pytest.approx(0.05)
+    # confidence 0.8 on every image (0.2 for REAL, 0.8 for FAKE), all right: |1 - 0.8| = 0.2
+    assert nb["ece_equal_width"](np.array([0, 1, 0, 1]), np.array([0.2, 0.8, 0.2, 0.8])) == pytest.approx(0.2)
+
+
+def test_temperature_scaling_is_the_package_one(nb, scored):
+    from aidetect_utils import calibration
+    y, a, b = scored
+    val, test = np.arange(0, 120, 2), np.arange(1, 120, 2)           # fit on one half, apply on the other
+    for p in (a, b, np.clip(1.6 * a - 0.3, 0, 1), np.where(y == 1, 0.999, 0.001)):
+        t = nb["fit_temperature_by_nll"](p[val], y[val])
+        assert t == pytest.approx(calibration.fit_temperature(p[val], y[val]), rel=1e-9)
+        assert calibration.TEMPERATURE_BOUNDS[0] <= t <= calibration.TEMPERATURE_BOUNDS[1]
+        q = nb["temperature_scaled"](p[test], t)
+        assert np.allclose(q, calibration.apply_temperature(p[test], t), rtol=1e-12, atol=0)
+        assert ((q >= 0.5) == (p[test] >= 0.5)).all() or (p[test] == 0.5).any()     # no verdict changes
+    # rank scores are under-confident at the extremes of a weak detector: T moves away from 1
+    assert nb["fit_temperature_by_nll"](b, y) != pytest.approx(1.0, abs=1e-3)
+
+
+# ------------------------------------------------------------------------------ the domain score
+@pytest.fixture(scope="module")
+def domain_checks(cifake_members, tmp_path_factory):
+    """Domain checks fitted on the 60 real CIFAKE training images by ``domain.fit`` (standardised
+    and thresholded on half of the 60 test images each), with and without a feature layer, as
+    fitted (float64) and as loaded back from a model folder (float32); the other images to score."""
+    import torch
+    from torch import nn
+    from aidetect_utils import domain
+    items = sorted(cifake_members.items())
+    train = np.stack([decode_image(d).array for n, d in items if "/train/" in n])
+    held = np.stack([decode_image(d).array for n, d in items if "/test/" in n])
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 24), nn.ReLU(), nn.Linear(24, 2)).eval()
+
+    def transform(x):
+        return x.float() / 255
+
+    checks = {}
+    for layer in ("2", None):
+        check = domain.fit(model, transform, train, held[:40], source_size=32, layer=layer, k=5, seed=0)
+        folder = tmp_path_factory.mktemp(f"domain_{layer}")
+        check.save(folder)
+        checks[f"layer {layer}"], checks[f"layer {layer}, loaded"] = check, domain.DomainCheck.load(folder)
+    return model, transform, checks, np.concatenate([held[40:], train[:10]])
+
+
+def test_domain_score_is_the_package_one(nb, domain_checks):
+    from aidetect_utils import domain
+    model, transform, checks, x = domain_checks
+    for name, check in checks.items():
+        feats = domain.hooked_features(model, check.layer, x, transform) if check.layer else None
+        mine = nb["domain_score"](domain.input_stats(x, check.jpeg_quality), feats, check)
+        pkg = check.score(model, transform, x, feats=feats)
+        for m, col in zip(mine, ["domain_score", "input_z", "features_z"]):
+            assert np.allclose(m, pkg[col].to_numpy(), rtol=1e-4, atol=1e-4), (name, col)
+        assert np.isfinite(mine[0]).all() and mine[0].std() > 0
+        if check.layer is None:
+            assert (mine[2] == 0).all() and np.array_equal(mine[0], mine[1])
+        else:
+            assert mine[2].std() > 0                                  # the feature part does move
+
+
+def test_domain_score_by_hand(nb):
+    """Identity covariance, a bank of two unit vectors, k = 1: every step checkable on paper."""
+    from aidetect_utils import domain
+    check = domain.DomainCheck(source_size=32, layer="f", k=1, weight=0.5,
+                               arrays={"input.mean": np.zeros((1, 2)), "input.scale": np.ones(2),
+                                       "input.precision": np.eye(2), "knn.bank": np.eye(2)},
+                               z={"input_mu": 0.0, "input_sd": 1.0, "knn_mu": 0.0, "knn_sd": 1.0}, threshold=1.0)
+    stats = np.array([[3.0, 4.0]])                                    # d^2 = 25
+    feats = np.array([[2.0, 0.0]])                                    # unit (1, 0): distance 0 to its nearest
+    score, input_z, features_z = nb["domain_score"](stats, feats, check)
+    assert input_z[0] == pytest.approx(np.log(25 + 1e-6)) and features_z[0] == pytest.approx(0.0, abs=1e-6)
+    assert score[0] == pytest.approx(np.log(25 + 1e-6))
+    feats = np.array([[1.0, 1.0]])                                    # 45 degrees from both: sqrt(2 - sqrt(2))
+    assert nb["domain_score"](stats, feats, check)[2][0] == pytest.approx(np.sqrt(2 - np.sqrt(2)))
