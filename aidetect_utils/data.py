@@ -275,8 +275,8 @@ def _fingerprint(source: Path) -> dict:
 
 
 # ---------------------------------------------------------------- the cache
-def default_cache_dir(name: str, image_size: int) -> Path:
-    return data_dir() / "cache" / f"{name}-{image_size}px"
+def default_cache_dir(name: str, source_size: int) -> Path:
+    return data_dir() / "cache" / f"{name}-{source_size}px"
 
 
 MANIFEST_KEY = ("id", "split", "label", "sha256")     # what identifies each row's image
@@ -307,7 +307,7 @@ def _read_json(path: Path, file: str) -> dict:
     return value
 
 
-def _open_images(path: Path, image_size: int | None) -> np.ndarray:
+def _open_images(path: Path, source_size: int | None) -> np.ndarray:
     """``images.npy`` memory-mapped, after its header was checked against the file's length
     (a truncated file is named with both sizes, not numpy's "mmap length is greater than file
     size") and its shape against an image cache's."""
@@ -329,9 +329,9 @@ def _open_images(path: Path, image_size: int | None) -> np.ndarray:
     if size < expected:
         raise CacheDamaged(path, "images.npy", f"truncated: {size:,} of {expected:,} bytes")
     if dtype != np.uint8 or len(shape) != 4 or shape[3] != 3 or shape[1] != shape[2] \
-            or (image_size is not None and shape[1] != image_size):
-        raise CacheDamaged(path, "images.npy", f"holds {dtype} {shape}, not (N, {image_size or 'S'}, "
-                                               f"{image_size or 'S'}, 3) uint8 images")
+            or (source_size is not None and shape[1] != source_size):
+        raise CacheDamaged(path, "images.npy", f"holds {dtype} {shape}, not (N, {source_size or 'S'}, "
+                                               f"{source_size or 'S'}, 3) uint8 images")
     try:
         return np.load(f, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError) as exc:
@@ -379,7 +379,7 @@ def load_cache(path: str | os.PathLike) -> Cache:
     if not path.is_dir():
         raise CacheDamaged(path, "", "missing")
     meta = _read_json(path, "meta.json")
-    images = _open_images(path, meta.get("image_size"))
+    images = _open_images(path, meta.get("source_size"))
     manifest = _read_manifest(path, images.shape[0])
     report = _read_json(path, "report.json")
     version = content_hash(manifest, images.shape)
@@ -408,26 +408,27 @@ def load_or_rebuild(path: str | os.PathLike, progress: bool = True) -> Cache:
             raise
         print(f"{exc.file} of the data cache {display_name(path)} is damaged ({exc.problem}): rebuilding it "
               f"from {display_name(source)}")
-        return build_cache(source, name=meta.get("name", "cifake"), image_size=meta["image_size"], cache_dir=path,
+        size = meta.get("source_size") or meta.get("image_size", 32)      # "image_size": caches written before the rename
+        return build_cache(source, name=meta.get("name", "cifake"), source_size=size, cache_dir=path,
                            force=True, progress=progress)
 
 
-def _cache_is_valid(path: Path, fingerprint: dict, image_size: int) -> bool:
+def _cache_is_valid(path: Path, fingerprint: dict, source_size: int) -> bool:
     try:
         meta = json.loads((path / "meta.json").read_text())
     except (OSError, ValueError):
         return False
     return (meta.get("format") == CACHE_FORMAT and meta.get("source") == fingerprint
-            and meta.get("image_size") == image_size
+            and meta.get("source_size") == source_size
             and all((path / f).exists() for f in ("images.npy", "manifest.csv", "report.json")))
 
 
-def build_cache(source: str | os.PathLike, name: str = "cifake", image_size: int = 32,
+def build_cache(source: str | os.PathLike, name: str = "cifake", source_size: int = 32,
                 cache_dir: str | os.PathLike | None = None, cifar_names: bool = True,
                 force: bool = False, progress: bool = True) -> Cache:
     """Decode every image of ``source`` once into ``cache_dir`` and return the :class:`Cache`.
 
-    Images that are not ``image_size`` square are resized (and listed in the report); files
+    Images that are not ``source_size`` square are resized (and listed in the report); files
     that fail to decode are skipped and listed with the reason. ``cifar_names`` parses the
     CIFAR-10 class from CIFAKE file names. Raises :class:`DataSourceError` when a class has no
     images or a class folder is empty.
@@ -435,9 +436,9 @@ def build_cache(source: str | os.PathLike, name: str = "cifake", image_size: int
     source = Path(source).expanduser().resolve()
     if not source.exists():
         raise DataSourceError(f"{display_name(source)}: no such file or folder")
-    cache_path = Path(cache_dir) if cache_dir else default_cache_dir(name, image_size)
+    cache_path = Path(cache_dir) if cache_dir else default_cache_dir(name, source_size)
     fingerprint = _fingerprint(source)
-    if not force and _cache_is_valid(cache_path, fingerprint, image_size):
+    if not force and _cache_is_valid(cache_path, fingerprint, source_size):
         try:
             return load_cache(cache_path)
         except CacheDamaged as exc:    # e.g. a truncated images.npy: decode the source again
@@ -461,7 +462,7 @@ def build_cache(source: str | os.PathLike, name: str = "cifake", image_size: int
             skipped.append({"id": rel, "reason": data.reason})
             continue
         try:
-            dec = decode_image(data, name=rel, size=image_size)
+            dec = decode_image(data, name=rel, size=source_size)
         except ImageError as exc:
             skipped.append({"id": rel, "reason": str(exc).split(": ", 1)[-1]})
             continue
@@ -483,7 +484,7 @@ def build_cache(source: str | os.PathLike, name: str = "cifake", image_size: int
     report = {"n_images": len(manifest), "n_skipped": len(skipped), "n_converted": len(converted),
               "skipped": skipped, "converted": converted[:1000]}
     images = np.stack(arrays).astype(np.uint8)
-    meta = {"format": CACHE_FORMAT, "name": name, "source": fingerprint, "image_size": image_size,
+    meta = {"format": CACHE_FORMAT, "name": name, "source": fingerprint, "source_size": source_size,
             "content_hash": content_hash(manifest, images.shape),
             "build_seconds": round(time.perf_counter() - t0, 2),
             "counts": manifest.groupby(["split", "label_name"]).size().rename("n").reset_index()

@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.patches import Arc, FancyArrowPatch, FancyBboxPatch, Rectangle
 
-from .plots import _save
+from .plots import save_figure
 
 FROZEN, TRAINABLE, IMAGE_TOKEN, TEXT_TOKEN, SPECIAL = "0.78", "tab:orange", "tab:blue", "tab:green", "tab:purple"
 
@@ -134,7 +134,7 @@ def vit_patches(image: np.ndarray, patch: int = 4, shown: int = 5, save=None):
     ax.text(x0 + 2.05, 3.31, "REAL / FAKE", ha="left", va="center", fontsize=11, fontweight="bold")
     ax.text(x0 - 0.05, 4.1, f"ViT: a {H}x{W} image is a sentence of {n} patch tokens", ha="left", va="center",
             fontsize=11)
-    return _save(fig, save)
+    return save_figure(fig, save)
 
 
 # ------------------------------------------------------------------------ two-phase fine-tuning
@@ -175,7 +175,7 @@ def two_phase(n_blocks: int = 7, unfreeze_last: int = 3, phase1_lr: float = 1e-4
         ax.text(px, height - 0.62, f"learning rate {_lr(lr)}; {frozen} of {n_blocks} blocks frozen", ha="left",
                 va="center", fontsize=9)
     ax.plot([4.95, 4.95], [0.2, height - 0.2], c="0.8", lw=1)
-    return _save(fig, save)
+    return save_figure(fig, save)
 
 
 # ------------------------------------------------------------------------------ MC dropout
@@ -230,7 +230,7 @@ def mc_dropout(probs=None, T: int = 30, seed: int = 0, shown: int = 3, save=None
     ax.text(5.05, 0.62, f"predictive entropy  H[mean p] = {entropy:.3f} nats  (total uncertainty)\n"
             f"mutual information  H[mean p] - mean H[p_t] = {mi:.3f} nats  (the model's own doubt)",
             ha="left", va="center", fontsize=8.5, gid="uncertainty")
-    return _save(fig, save)
+    return save_figure(fig, save)
 
 
 # -------------------------------------------------------------------------------------- LoRA
@@ -280,7 +280,7 @@ def lora(d: int = 8, r: int = 2, alpha: float | None = None, save=None):
     ax.text(9.7, 0.3, f"at d = {big_d}, r = {big_r}: {big_d * big_d:,} vs {2 * big_d * big_r:,} "
             f"({2 * big_r / big_d:.1%})", ha="right", fontsize=8.5, color="0.3")
     ax.set_xlim(0, 10)
-    return _save(fig, save)
+    return save_figure(fig, save)
 
 
 # ---------------------------------------------------------------------- VLM as a classifier
@@ -347,4 +347,49 @@ def vlm_classifier(image: np.ndarray | None = None, question: str = QUESTION, an
     _arrow(ax, (7.85, 0.8), (8.2, 0.8))
     ax.text(8.3, 0.8, f"softmax\nP(FAKE) = {p_fake:.2f}", ha="left", va="center", fontsize=10, fontweight="bold",
             gid="p_fake")
-    return _save(fig, save)
+    return save_figure(fig, save)
+
+
+# ----------------------------------------------------------------------------- the course
+COURSE = {   # notebook: (title, what must have run before it in the same results folder)
+    "00": ("data preparation", ()),
+    "01": ("ViT fine-tuning", ("00",)),
+    "02": ("frozen ViT + linear head", ("00",)),
+    "03": ("DINO features + MC-dropout head", ("00",)),
+    "04": ("EfficientNet two-phase + robust", ("00",)),
+    "05": ("Qwen2.5-VL + LoRA, method 1", ("00",)),
+    "06": ("method 2: JPEG, augmentation, focal", ("00", "05")),
+    "07": ("every method side by side", ("01", "02", "03", "04", "05", "06")),
+}
+
+
+def course_graph(times: dict[str, str] | None = None, save=None):
+    """The notebooks and what each needs first (:data:`COURSE`): 00 prepares the data every
+    method notebook reads; 06 is taught as a change of 05; 07 compares whichever of 01-06 have
+    results. ``times``: a line under each notebook (e.g. its measured ``cpu`` time)."""
+    times = times or {}
+    fig, ax = _canvas(10, 5.3)
+    w, h = 2.6, 0.58
+    pos = {"00": (0.1, 2.4), "07": (7.3, 2.4), "06": (4.4, 0.2)}
+    pos.update({nb: (3.6, 4.3 - 0.78 * i) for i, nb in enumerate(["01", "02", "03", "04", "05"])})
+    for nb, (x, y) in pos.items():
+        title, _ = COURSE[nb]
+        _box(ax, x, y, w, h, fc="0.94" if nb not in ("00", "07") else "white", gid=f"notebook-{nb}")
+        ax.text(x + w / 2, y + h - 0.2, f"{nb} · {title}", ha="center", va="center", fontsize=8, weight="bold")
+        if nb in times:
+            ax.text(x + w / 2, y + 0.18, times[nb], ha="center", va="center", fontsize=7.5, color="0.3")
+    for nb, (_, needs) in COURSE.items():
+        for before in needs:
+            (x0, y0), (x1, y1) = pos[before], pos[nb]
+            beside = x1 >= x0 + w                      # to the right, else straight below
+            start = (x0 + w, y0 + h / 2) if beside else (x1 + 0.4, y0)
+            end = (x1, y1 + h / 2) if beside else (x1 + 0.4, y1 + h)
+            _arrow(ax, start, end, color="0.45", gid=f"needs-{before}-{nb}")
+    ax.text(5, 5.28, "what each notebook needs first (an arrow: run the left one before the right one)",
+            ha="center", va="top", fontsize=9)
+    return save_figure(fig, save)
+
+
+if __name__ == "__main__":      # python -m aidetect_utils.diagrams docs/figures/course_graph.png
+    import sys
+    course_graph(save=sys.argv[1] if len(sys.argv) > 1 else "course_graph.png")

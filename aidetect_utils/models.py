@@ -29,6 +29,7 @@ from .artifacts import count_parameters  # noqa: F401 (the notebooks call models
 from .explain import cnn_target, vit_target
 from .registry import register
 from .engine import default_device
+from .transforms import preprocessing
 from .paths import local_or_hub
 
 
@@ -351,3 +352,14 @@ def normalization(model: nn.Module, checkpoint: str | None = None) -> tuple[list
     if hasattr(bb, "pretrained_cfg"):
         return list(bb.pretrained_cfg["mean"]), list(bb.pretrained_cfg["std"])
     return [0.5] * 3, [0.5] * 3
+
+
+def resolve_preprocessing(model: nn.Module, input_size: int, source_size: int,
+                          checkpoint: str | None = None) -> dict:
+    """The preprocessing record for ``model`` in one call (as timm's ``resolve_data_config``
+    does for its models): images stored at ``source_size`` px, resized to ``input_size`` px,
+    normalised with the mean and std the model expects (:func:`normalization`: the hub
+    checkpoint's processor, a timm backbone's pretrained config, else 0.5/0.5). What
+    ``transforms.eval_transform`` builds the transform from and every model folder records."""
+    mean, std = normalization(model, checkpoint)
+    return preprocessing(input_size, mean=mean, std=std, source_size=source_size)

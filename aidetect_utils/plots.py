@@ -17,7 +17,9 @@ from . import CLASS_NAMES
 from .metrics import summary_line
 
 
-def _save(fig, save):
+def save_figure(fig, save):
+    """Write ``fig`` to ``save`` (a path; folders made) when given, at the resolution every figure of
+    the series uses; return the figure."""
     if save:
         Path(save).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(save, dpi=110, bbox_inches="tight")
@@ -40,7 +42,7 @@ def sample_grid(images: np.ndarray, labels: np.ndarray, n_per_class: int = 8, se
                     ax.set_title(str(captions[pick[col]]), fontsize=7)
         axes[row, 0].set_title(CLASS_NAMES[label], loc="left", fontsize=10, fontweight="bold")
     fig.tight_layout()
-    return _save(fig, save)
+    return save_figure(fig, save)
 
 
 def mean_log_spectrum(images: np.ndarray) -> np.ndarray:
@@ -69,7 +71,7 @@ def spectra(images: np.ndarray, labels: np.ndarray, save=None):
     for ax in axes:
         ax.set_xticks([]), ax.set_yticks([])
     fig.tight_layout()
-    return _save(fig, save)
+    return save_figure(fig, save)
 
 
 def training_curves(history: pd.DataFrame | list, batches: pd.DataFrame | None = None, title: str = "",
@@ -96,7 +98,7 @@ def training_curves(history: pd.DataFrame | list, batches: pd.DataFrame | None =
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    return _save(fig, save)
+    return save_figure(fig, save)
 
 
 def evaluation_panel(y_true, prob_fake, threshold: float = 0.5, title: str = "", save=None):
@@ -115,7 +117,7 @@ def evaluation_panel(y_true, prob_fake, threshold: float = 0.5, title: str = "",
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    return _save(fig, save)
+    return save_figure(fig, save)
 
 
 def test_report(record: dict, out_dir, title: str, y_true=None, prob_fake=None, detail: str = ""):
@@ -143,7 +145,7 @@ def step_loss(history: pd.DataFrame, title: str = "", save=None):
         ax2.plot(history["step"], history["lr"], color="grey", alpha=0.6, lw=1)
         ax2.set_ylabel("learning rate", color="grey")
     fig.tight_layout()
-    return _save(fig, save)
+    return save_figure(fig, save)
 
 
 def augmentation_rows(rows: dict[str, list[np.ndarray]], captions: dict[str, list[str]] | None = None,
@@ -161,7 +163,7 @@ def augmentation_rows(rows: dict[str, list[np.ndarray]], captions: dict[str, lis
         axes[r, 0].text(-0.1, 0.5, name, transform=axes[r, 0].transAxes, ha="right", va="center", fontsize=9)
     fig.suptitle(title)
     fig.tight_layout()
-    return _save(fig, save)
+    return save_figure(fig, save)
 
 
 # ------------------------------------------------------------------------------ notebook 07
@@ -177,7 +179,7 @@ def roc_pr_overlay(y_true, probs: pd.DataFrame, save=None):
     for a in (a1, a2):
         a.legend(fontsize=7, loc="lower right" if a is a1 else "lower left")
     fig.tight_layout()
-    return _save(fig, save)
+    return save_figure(fig, save)
 
 
 def _grid(n: int, width: float, height: float, max_cols: int = 4):
@@ -198,7 +200,7 @@ def confusion_grid(y_true, probs: pd.DataFrame, threshold: float = 0.5, save=Non
                                                 display_labels=CLASS_NAMES, ax=ax, colorbar=False)
         ax.set_title(name, fontsize=9)
     fig.tight_layout()
-    return _save(fig, save)
+    return save_figure(fig, save)
 
 
 def heatmap(table: pd.DataFrame, title: str = "", fmt: str = ".2f", cmap: str = "RdYlGn", save=None, vmin=None, vmax=None):
@@ -206,7 +208,7 @@ def heatmap(table: pd.DataFrame, title: str = "", fmt: str = ".2f", cmap: str = 
     sns.heatmap(table, annot=True, fmt=fmt, cmap=cmap, ax=ax, vmin=vmin, vmax=vmax, cbar=False)
     ax.set_title(title)
     fig.tight_layout()
-    return _save(fig, save)
+    return save_figure(fig, save)
 
 
 def image_rows(rows: dict[str, list[tuple[np.ndarray, str]]], title: str = "", save=None, overlays=None):
@@ -229,7 +231,7 @@ def image_rows(rows: dict[str, list[tuple[np.ndarray, str]]], title: str = "", s
         axes[r, 0].set_ylabel(name, fontsize=8, rotation=0, ha="right", va="center")
     fig.suptitle(title)
     fig.tight_layout()
-    return _save(fig, save)
+    return save_figure(fig, save)
 
 
 def robustness_lines(df: pd.DataFrame, metric: str = "accuracy", save=None):
@@ -249,7 +251,7 @@ def robustness_lines(df: pd.DataFrame, metric: str = "accuracy", save=None):
     axes[0, 0].set_ylabel(metric)
     axes[0, -1].legend(fontsize=7, loc="lower left")
     fig.tight_layout()
-    return _save(fig, save)
+    return save_figure(fig, save)
 
 
 def reliability_grid(curves: dict[str, tuple[pd.DataFrame, pd.DataFrame]], save=None):
@@ -264,7 +266,7 @@ def reliability_grid(curves: dict[str, tuple[pd.DataFrame, pd.DataFrame]], save=
         ax.title.set_fontsize(9)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    return _save(fig, save)
+    return save_figure(fig, save)
 
 
 def coverage_curves(curves: dict[str, pd.DataFrame], title: str = "", save=None):
@@ -275,7 +277,7 @@ def coverage_curves(curves: dict[str, pd.DataFrame], title: str = "", save=None)
     ax.invert_xaxis()
     ax.legend(fontsize=7)
     fig.tight_layout()
-    return _save(fig, save)
+    return save_figure(fig, save)
 
 
 def domain_histogram(scores: dict[str, np.ndarray], threshold: float, title: str = "", bins: int = 30, save=None):
@@ -292,7 +294,7 @@ def domain_histogram(scores: dict[str, np.ndarray], threshold: float, title: str
     ax.set(xlabel="domain score (higher: less like the training images)", ylabel="density", title=title)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    return _save(fig, save)
+    return save_figure(fig, save)
 
 
 # ---- notebook 03
@@ -321,7 +323,7 @@ def dropout_masks(passes: list, title: str = "", summary: str = "", save=None):
     ax["p"].set(ylim=(0, 1), xlabel="pass", ylabel="P(FAKE)", title=summary)
     ax["p"].legend(fontsize=8)
     fig.suptitle(title)
-    return _save(fig, save)
+    return save_figure(fig, save)
 
 
 # ---- notebooks 00/04
@@ -340,4 +342,4 @@ def two_phase_schedule(n_head: int, n_phase2: int, phase1_epochs: int, phase2_ep
     ax.set_title(f"phase 1: head only (lr {phase1_lr:g})  |  phase 2: last {phase2_layers} layers + head "
                  f"(lr {phase2_lr:g}, lowered on plateaus)", fontsize=9)
     fig.tight_layout()
-    return _save(fig, save)
+    return save_figure(fig, save)

@@ -234,12 +234,12 @@ def prepare(profile: str, overrides: dict | None = None, out_dir: str | os.PathL
     previous download, else kagglehub), decode it into the cache, deduplicate, split, and save,
     with notebook 00's parameters under ``profile`` (plus ``overrides``). Returns the folder."""
     P = params.load(profile, "00_data_preparation", overrides)
-    cache = build_cache(resolve_source(P.data_source), image_size=P.image_size)
+    cache = build_cache(resolve_source(P.data_source), source_size=P.source_size)
     kept, report = deduplicate(cache.manifest)
     split_df = make_splits(kept, val_fraction=P.val_fraction, seed=P.seed,
                            n_train=P.n_train, n_val=P.n_val, n_test=P.n_test)
     return save_prepared(cache, split_df, out_dir=out_dir, info={
-        "profile": profile, "seed": P.seed, "val_fraction": P.val_fraction, "image_size": P.image_size,
+        "profile": profile, "seed": P.seed, "val_fraction": P.val_fraction, "source_size": P.source_size,
         "n_train": P.n_train, "n_val": P.n_val, "n_test": P.n_test, "deduplication": report})
 
 

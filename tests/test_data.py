@@ -202,7 +202,7 @@ def test_a_notebook_opened_alone_prepares_its_data(cifake_folder, tmp_path, monk
     assert Path(prep.cache.path).is_relative_to(home / "data" / "cache")
     # the same splits as notebook 00's cells give, step by step, with its smoke parameters
     P0 = params.load("smoke", "00_data_preparation")
-    cache = build_cache(cifake_folder, image_size=P0.image_size, cache_dir=tmp_path / "by_hand", progress=False)
+    cache = build_cache(cifake_folder, source_size=P0.source_size, cache_dir=tmp_path / "by_hand", progress=False)
     kept, report = splits.deduplicate(cache.manifest)
     by_hand = splits.make_splits(kept, val_fraction=P0.val_fraction, seed=P0.seed,
                                  n_train=P0.n_train, n_val=P0.n_val, n_test=P0.n_test)

@@ -111,7 +111,7 @@ def test_content_hash_names_the_content_and_costs_no_image_read(cifake_folder, h
     a = data.build_cache(cifake_folder, cache_dir=home / "a", progress=False)
     a2 = data.build_cache(cifake_folder, cache_dir=home / "a2", progress=False)
     b = data.build_cache(_test_only(cifake_folder, home / "t"), cache_dir=home / "b", progress=False)
-    c = data.build_cache(cifake_folder, cache_dir=home / "c", image_size=16, progress=False)
+    c = data.build_cache(cifake_folder, cache_dir=home / "c", source_size=16, progress=False)
     assert a.content_hash == a2.content_hash == data.content_hash(a.manifest, a.images.shape)
     assert len({a.content_hash, b.content_hash, c.content_hash}) == 3
 

@@ -138,3 +138,18 @@ def test_every_diagram_saves_a_png(name, real_image, tmp_path):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     w, h = fig.get_size_inches()
     assert w == 10 and 2 < h < 8                            # notebook width
+
+
+def test_course_graph_draws_exactly_the_dependencies_of_the_series(tmp_path):
+    """One box per notebook and one arrow per "needs": 00 before every method notebook, 05
+    before 06, every method notebook before 07, and nothing else (e.g. no 01 -> 02)."""
+    fig = diagrams.course_graph({"04": "cpu 37 min"}, save=tmp_path / "course.png")
+    boxes = {nb for nb in diagrams.COURSE if _tagged(fig, f"notebook-{nb}")}
+    assert boxes == set(diagrams.COURSE) == {f"{i:02d}" for i in range(8)}
+    arrows = {(a, b) for b, (_, needs) in diagrams.COURSE.items() for a in needs if _tagged(fig, f"needs-{a}-{b}")}
+    expected = {("00", f"{i:02d}") for i in range(1, 7)} | {("05", "06")} | {(f"{i:02d}", "07") for i in range(1, 7)}
+    assert arrows == expected
+    drawn = [a for ax in fig.axes for a in ax.findobj() if getattr(a, "get_gid", lambda: None)() or ""]
+    assert sum(str(a.get_gid()).startswith("needs-") for a in drawn) == len(expected)
+    assert any(t.get_text() == "cpu 37 min" for t in fig.axes[0].texts)
+    assert (tmp_path / "course.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

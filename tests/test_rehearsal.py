@@ -52,7 +52,7 @@ def test_rehearsal_keeps_the_full_recipes_and_points_at_local_folders():
             if key in reh:
                 assert reh[key].startswith("data/rehearsal/"), (nb.name, key, reh[key])
     q = params.load("rehearsal", "05_qwen_vl_method1_sft").as_dict()
-    assert (q["image_size"], q["batch_size"], q["grad_accum"], q["lr"]) == (512, 2, 4, 2e-4)
+    assert (q["input_size"], q["batch_size"], q["grad_accum"], q["lr"]) == (512, 2, 4, 2e-4)
     assert params.load("rehearsal", "04_efficientnet_two_phase").pretrained == \
         "local:data/rehearsal/" + rehearsal.CHECKPOINTS["efficientnet"]
     # every local path the profile names is one the rehearsal command writes
@@ -226,7 +226,7 @@ def test_sid_set_like_data_goes_through_load_sid_set(tmp_path):
         labels = np.asarray(kept["label"])
         assert set(labels) == {0, 1} and np.bincount(labels).tolist() == [4, 4]   # 4 of 6 are >= 96 wide
         assert min(kept["width"]) >= 96
-    train, test, prep = vlm.detection_data("sid_set", image_size=32, n_train=4, n_test=6, min_width=None,
+    train, test, prep = vlm.detection_data("sid_set", input_size=32, n_train=4, n_test=6, min_width=None,
                                            sid_set_path=str(dest))
     assert train.images.shape == (4, 32, 32, 3) and np.bincount(test.labels).tolist() == [3, 3]
 

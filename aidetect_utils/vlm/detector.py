@@ -139,10 +139,10 @@ def batch_logits(model, batch: dict) -> torch.Tensor:
     return model(**to_model(model, batch)).logits.float().cpu()
 
 
-def vlm_preprocessing(image_size: int, source_size: int = 32) -> dict:
+def vlm_preprocessing(input_size: int, source_size: int = 32) -> dict:
     """Preprocessing record for a VLM: tensors in [0, 1] (mean 0, std 1); the processor
     normalises with the checkpoint's own statistics."""
-    return preprocessing(image_size, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), source_size=source_size)
+    return preprocessing(input_size, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), source_size=source_size)
 
 
 def inference_detector(model, processor, info: dict) -> VLMDetector:

@@ -288,7 +288,7 @@ class Recipe:
     seed: int = 0
     # data: vlm.detection_data
     dataset: str = "cifake"
-    image_size: int
+    input_size: int
     n_train: int | None
     n_test: int | None
     prepared_dir: str | None = None
