@@ -87,16 +87,16 @@ def peak_memory() -> dict:
             "gpu_memory_cap_gib": memory_cap_gib()}
 
 
-def ensure_bitsandbytes(installed=lambda: importlib.util.find_spec("bitsandbytes") is not None) -> bool:
+def ensure_bitsandbytes(installed=lambda: importlib.util.find_spec("bitsandbytes") is not None) -> None:
     """On a CUDA GPU without bitsandbytes (Colab's image has none), install it and say so:
     notebooks 05/06 load Qwen2.5-VL-7B in 4 bits with it on a T4 (the ``colab`` profile), where
-    16 bits would not fit. Returns whether it installed anything. Nothing happens on a CPU (the
-    ``smoke`` and ``cpu`` profiles need no 4-bit model) or where bitsandbytes is already there.
-    Unsloth is never installed here: its wheels replace the runtime's torch."""
+    16 bits would not fit. Nothing happens on a CPU (the ``smoke`` and ``cpu`` profiles need no
+    4-bit model) or where bitsandbytes is already there. Returns nothing (the setup cell ends
+    with this call, so a value would be shown under it). Unsloth is never installed here: its
+    wheels replace the runtime's torch."""
     import torch
     if not torch.cuda.is_available() or installed():
-        return False
+        return
     print("installing bitsandbytes: notebooks 05/06 load Qwen2.5-VL-7B in 4 bits with it", flush=True)
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "bitsandbytes"], check=True)
     importlib.invalidate_caches()
-    return True

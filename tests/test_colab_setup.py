@@ -80,17 +80,21 @@ def test_keep_on_drive_outside_colab_changes_nothing(monkeypatch, capsys):
     assert paths.HOME_VAR not in os.environ and "not in Colab" in capsys.readouterr().out
 
 
-def test_bitsandbytes_is_installed_only_on_a_gpu_without_it(monkeypatch):
+def test_bitsandbytes_is_installed_only_on_a_gpu_without_it(monkeypatch, capsys):
+    """The setup cell's last call: it installs only on a GPU that lacks bitsandbytes, says so,
+    and returns nothing (a value would be shown under the setup cell of every notebook)."""
     import torch
     from aidetect_utils import gpu
     calls = []
     monkeypatch.setattr(gpu.subprocess, "run", lambda cmd, check: calls.append(cmd))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert gpu.ensure_bitsandbytes(installed=lambda: False) is False and calls == []      # a CPU: nothing
+    assert gpu.ensure_bitsandbytes(installed=lambda: False) is None and calls == []       # a CPU: nothing
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert gpu.ensure_bitsandbytes(installed=lambda: True) is False and calls == []       # already there
-    assert gpu.ensure_bitsandbytes(installed=lambda: False) is True
+    assert gpu.ensure_bitsandbytes(installed=lambda: True) is None and calls == []        # already there
+    assert capsys.readouterr().out == ""
+    assert gpu.ensure_bitsandbytes(installed=lambda: False) is None
     assert calls == [[sys.executable, "-m", "pip", "install", "-q", "bitsandbytes"]]
+    assert "installing bitsandbytes" in capsys.readouterr().out
 
 
 def test_missing_notebooks_names_the_notebooks_of_methods_without_results(tmp_path):
