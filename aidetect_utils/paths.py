@@ -73,7 +73,7 @@ def keep_on_drive(folder: str = DRIVE_HOME, mount=None) -> Path:
     (default ``google.colab.drive.mount``)."""
     if mount is None:
         if "google.colab" not in sys.modules:
-            print("keep_on_drive: not in Colab; data/ and results/ stay in", home())
+            print("keep_on_drive: not in Colab; data/ and results/ stay in", shown(home()))   # no machine path
             return home()
         from google.colab import drive
         mount = drive.mount

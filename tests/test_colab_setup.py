@@ -77,7 +77,9 @@ def test_keep_on_drive_outside_colab_changes_nothing(monkeypatch, capsys):
     monkeypatch.delenv(paths.HOME_VAR, raising=False)
     monkeypatch.delitem(sys.modules, "google.colab", raising=False)
     assert paths.keep_on_drive() == paths.project_root()
-    assert paths.HOME_VAR not in os.environ and "not in Colab" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert paths.HOME_VAR not in os.environ and "not in Colab" in out
+    assert str(paths.project_root()) not in out                       # no machine path in a notebook's output
 
 
 def test_bitsandbytes_is_installed_only_on_a_gpu_without_it(monkeypatch, capsys):
