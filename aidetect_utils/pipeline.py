@@ -146,6 +146,14 @@ def run(profile: str = "smoke", only: list[str] | None = None, data: str | None 
     return records
 
 
+def _ensure_papermill() -> None:
+    """Install papermill where it is missing (Colab has none): it executes the notebooks."""
+    if importlib.util.find_spec("papermill") is None:
+        print("installing papermill (runs the notebooks) ...", flush=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "papermill>=2.6"], check=True)
+        importlib.invalidate_caches()
+
+
 def run_missing(notebooks: list[str], profile: str, kernel: str = "python3") -> list[dict]:
     """Run the method notebooks ``notebooks`` (stems, e.g. ``["04_efficientnet_two_phase"]``)
     one after the other under ``profile``, from inside a notebook: 07 with ``train_missing``,
@@ -156,16 +164,49 @@ def run_missing(notebooks: list[str], profile: str, kernel: str = "python3") -> 
     if not notebooks:
         print("nothing to train: every method asked for has results")
         return []
-    if importlib.util.find_spec("papermill") is None:
-        print("installing papermill (runs the notebooks of the missing methods) ...", flush=True)
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "papermill>=2.6"], check=True)
-        importlib.invalidate_caches()
+    _ensure_papermill()
     saved = dict(os.environ)
     try:
         return run(profile, only=list(notebooks), kernel=kernel)
     finally:
         os.environ.clear()
         os.environ.update(saved)
+
+
+def variant_home(name: str) -> Path:
+    """Where :func:`run_variant` keeps the variant ``name``: ``results/variants/<name>/``."""
+    from .paths import results_dir
+    if not name or "/" in name or name.startswith("."):
+        raise ValueError(f"a variant's name must be a plain folder name, got {name!r}")
+    return results_dir() / "variants" / name
+
+
+def run_variant(notebook: str, profile: str, overrides: dict, name: str, kernel: str = "python3",
+                notebooks_dir: Path | None = None) -> Path:
+    """Run the notebook ``notebook`` (a stem) under ``profile`` with ``overrides`` as a variant
+    of the published run, and return the results folder it wrote.
+
+    What an exercise "re-run notebook 04 with unfreeze_last = 30" needs, from inside a notebook,
+    without touching the run it is compared with: the variant gets its own home,
+    ``results/variants/<name>/`` (its ``results/<method>/`` inside), and reads this home's
+    prepared data (``prepared_dir``; prepared first when missing). A variant already trained
+    under the same settings is reloaded by ``engine.fit``, not retrained. papermill is
+    installed first where it is missing; the calling kernel's environment is left as it was."""
+    from .paths import HOME_VAR
+    from .splits import default_prepared_dir
+    home = variant_home(name)
+    home.mkdir(parents=True, exist_ok=True)
+    _ensure_papermill()
+    settings = {"prepared_dir": str(default_prepared_dir()), **overrides}
+    saved = dict(os.environ)
+    try:
+        os.environ[HOME_VAR] = str(home)
+        run(profile, only=[notebook], kernel=kernel, overrides=settings, out_dir=home / "notebooks",
+            notebooks_dir=notebooks_dir)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return home / "results"
 
 
 PROCESSES_VAR = "AIDETECT_NUM_PROCESSES"   # engine.PROCESSES_VAR (not imported: the runner does not load torch)

@@ -211,27 +211,29 @@ def repository_url(project: Path | None = None) -> str:
         return re.search(r'^Repository\s*=\s*"([^"]+)"', text, re.M).group(1).rstrip("/")
 
 
-def colab_url(repo: str, notebook: str) -> str:
+def colab_url(repo: str, notebook: str, folder: str = "notebooks") -> str:
     owner_name = repo.split("github.com/", 1)[1]
-    return f"https://colab.research.google.com/github/{owner_name}/blob/main/notebooks/{notebook}.ipynb"
+    return f"https://colab.research.google.com/github/{owner_name}/blob/main/{folder}/{notebook}.ipynb"
 
 
-def badge_source(repo: str, notebook: str) -> str:
-    return (f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({colab_url(repo, notebook)}) "
+def badge_source(repo: str, notebook: str, folder: str = "notebooks") -> str:
+    return (f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
+            f"({colab_url(repo, notebook, folder)}) "
             f"[![View on GitHub](https://img.shields.io/badge/view%20on-GitHub-181717?logo=github)]"
-            f"({repo}/blob/main/notebooks/{notebook}.ipynb)")
+            f"({repo}/blob/main/{folder}/{notebook}.ipynb)")
 
 
 def setup_source(repo: str) -> str:
     return SETUP.format(url=repo, name=repo.rsplit("/", 1)[1])
 
 
-def sync_header(nb: dict, notebook: str, repo: str) -> dict:
+def sync_header(nb: dict, notebook: str, repo: str, folder: str = "notebooks") -> dict:
     """``nb`` with its first two cells the badge and the setup cell rendered for ``repo`` (added
-    when missing, replaced when present): the common header, generated, never hand-edited."""
+    when missing, replaced when present): the common header, generated, never hand-edited.
+    ``folder``: where the notebook lives in the repository (``solutions`` for the solutions)."""
     cells = [c for c in nb["cells"] if not ({BADGE_TAG, SETUP_TAG} & set(c.get("metadata", {}).get("tags", [])))]
     badge = {"cell_type": "markdown", "id": "colab-badge", "metadata": {"tags": [BADGE_TAG]},
-             "source": _source(badge_source(repo, notebook))}
+             "source": _source(badge_source(repo, notebook, folder))}
     old_setup = next((c for c in nb["cells"] if SETUP_TAG in c.get("metadata", {}).get("tags", [])), None)
     setup = {"cell_type": "code", "id": "setup", "execution_count": None, "metadata": {"tags": [SETUP_TAG]},
              "outputs": old_setup.get("outputs", []) if old_setup else [], "source": _source(setup_source(repo))}
@@ -243,16 +245,17 @@ def sync_header(nb: dict, notebook: str, repo: str) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m aidetect_utils.publish sync``: render the badge and setup cell of every
-    notebook (learner copies and smoke snapshots) from pyproject.toml's address."""
+    notebook (learner copies, smoke snapshots and solutions) from pyproject.toml's address."""
     import argparse
     ap = argparse.ArgumentParser(prog="python -m aidetect_utils.publish")
     ap.add_argument("command", choices=["sync"])
     ap.parse_args(argv)
     root = project_root()
     repo = repository_url(root)
-    for folder in (root / "notebooks", root / "tests" / "notebooks"):
+    for folder, shown in ((root / "notebooks", "notebooks"), (root / "tests" / "notebooks", "notebooks"),
+                          (root / "solutions", "solutions")):
         for path in sorted(folder.glob("[0-9][0-9]_*.ipynb")):
-            nb = sync_header(json.loads(path.read_text()), path.stem, repo)
+            nb = sync_header(json.loads(path.read_text()), path.stem, repo, shown)
             write(nb, path)
             print("synced", path.relative_to(root))
     return 0

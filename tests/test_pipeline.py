@@ -112,3 +112,36 @@ def test_colab_profile_is_the_real_recipe_cut_to_a_free_t4():
         assert c["dataset"] == "sid_set" and c["sid_set_path"] is None and c["backend"] == "auto"
         assert c["n_train"] * c["epochs"] <= 1200 < f["n_train"] and c["n_test"] < f["n_test"]
     assert load("colab", "00_data_preparation")["n_train"] is None          # every CIFAKE image, as full
+
+
+def test_a_variant_runs_in_its_own_home_on_this_homes_data(tmp_path, monkeypatch):
+    """run_variant: the variant's results go to results/variants/<name>/results, the published
+    results stay as they were, the prepared data read is this home's, the environment is restored."""
+    import json
+    import os
+    from aidetect_utils import paths, splits
+    d = tmp_path / "notebooks"
+    d.mkdir()
+    write_notebook(d / "04_m.ipynb", [parameters_cell(), nbformat.v4.new_code_cell(
+        "import json\nfrom aidetect_utils import params, paths\nP = params.load(profile, '04_m', overrides)\n"
+        "out = paths.results_dir() / 'm'\nout.mkdir(parents=True, exist_ok=True)\n"
+        "(out / 'metrics.json').write_text(json.dumps({'lr': P.lr, 'prepared_dir': P.prepared_dir}))")])
+    (d / "profiles.yaml").write_text(yaml.safe_dump({
+        "defaults": {"04_m": {"prepared_dir": None, "lr": 0.1}}, "smoke": {}}))
+    home = tmp_path / "home"
+    monkeypatch.setenv("AIDETECT_HOME", str(home))
+    published = home / "results" / "m"
+    published.mkdir(parents=True)
+    (published / "metrics.json").write_text('{"lr": 0.1}')
+    before = dict(os.environ)
+    got = pipeline.run_variant("04_m", "smoke", {"lr": 0.5}, "lr_half", notebooks_dir=d)
+    assert got == home / "results" / "variants" / "lr_half" / "results" == pipeline.variant_home("lr_half") / "results"
+    assert json.loads((got / "m" / "metrics.json").read_text()) == \
+        {"lr": 0.5, "prepared_dir": str(home / "data" / "prepared" / "cifake")}
+    assert json.loads((published / "metrics.json").read_text()) == {"lr": 0.1}       # untouched
+    assert dict(os.environ) == before and paths.home() == home
+    assert (pipeline.variant_home("lr_half") / "notebooks" / "04_m.ipynb").exists()  # the executed copy
+    assert splits.default_prepared_dir() == home / "data" / "prepared" / "cifake"
+    for bad in ("", "../x", "a/b", ".hidden"):
+        with pytest.raises(ValueError, match="plain folder name"):
+            pipeline.variant_home(bad)
