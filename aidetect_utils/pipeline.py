@@ -146,6 +146,18 @@ def run(profile: str = "smoke", only: list[str] | None = None, data: str | None 
     return records
 
 
+@contextlib.contextmanager
+def _environment_kept():
+    """Run the block, then put ``os.environ`` back exactly as it was (what ``run`` sets for its
+    kernels, and a variant's home, do not leak into the calling notebook)."""
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 def _ensure_papermill() -> None:
     """Install papermill where it is missing (Colab has none): it executes the notebooks."""
     if importlib.util.find_spec("papermill") is None:
@@ -165,12 +177,8 @@ def run_missing(notebooks: list[str], profile: str, kernel: str = "python3") -> 
         print("nothing to train: every method asked for has results")
         return []
     _ensure_papermill()
-    saved = dict(os.environ)
-    try:
+    with _environment_kept():
         return run(profile, only=list(notebooks), kernel=kernel)
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
 
 
 def variant_home(name: str) -> Path:
@@ -198,14 +206,10 @@ def run_variant(notebook: str, profile: str, overrides: dict, name: str, kernel:
     home.mkdir(parents=True, exist_ok=True)
     _ensure_papermill()
     settings = {"prepared_dir": str(default_prepared_dir()), **overrides}
-    saved = dict(os.environ)
-    try:
+    with _environment_kept():
         os.environ[HOME_VAR] = str(home)
         run(profile, only=[notebook], kernel=kernel, overrides=settings, out_dir=home / "notebooks",
             notebooks_dir=notebooks_dir)
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
     return home / "results"
 
 
