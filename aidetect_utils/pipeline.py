@@ -23,6 +23,7 @@ import argparse
 import contextlib
 import importlib.util
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -190,7 +191,7 @@ def variant_home(name: str) -> Path:
 
 
 def run_variant(notebook: str, profile: str, overrides: dict, name: str, kernel: str = "python3",
-                notebooks_dir: Path | None = None) -> Path:
+                notebooks_dir: Path | None = None, reuse: tuple[str, ...] | list[str] = ()) -> Path:
     """Run the notebook ``notebook`` (a stem) under ``profile`` with ``overrides`` as a variant
     of the published run, and return the results folder it wrote.
 
@@ -199,11 +200,18 @@ def run_variant(notebook: str, profile: str, overrides: dict, name: str, kernel:
     ``results/variants/<name>/`` (its ``results/<method>/`` inside), and reads this home's
     prepared data (``prepared_dir``; prepared first when missing). A variant already trained
     under the same settings is reloaded by ``engine.fit``, not retrained. papermill is
-    installed first where it is missing; the calling kernel's environment is left as it was."""
+    installed first where it is missing; the calling kernel's environment is left as it was.
+
+    ``reuse``: methods (``results/<method>/`` folders of this home) whose training checkpoints
+    the variant starts with, e.g. ``["efficientnet_two_phase"]`` when only the robust model
+    changes: ``engine.fit`` then reloads each run whose fingerprint (settings, data, initial
+    weights, code) the override left unchanged, and trains afresh, with a line saying what
+    changed, every run it did change. Nothing is reused that the variant already holds."""
     from .paths import HOME_VAR
     from .splits import default_prepared_dir
     home = variant_home(name)
     home.mkdir(parents=True, exist_ok=True)
+    _seed_checkpoints(reuse, home / "results")
     _ensure_papermill()
     settings = {"prepared_dir": str(default_prepared_dir()), **overrides}
     with _environment_kept():
@@ -211,6 +219,23 @@ def run_variant(notebook: str, profile: str, overrides: dict, name: str, kernel:
         run(profile, only=[notebook], kernel=kernel, overrides=settings, out_dir=home / "notebooks",
             notebooks_dir=notebooks_dir)
     return home / "results"
+
+
+def _seed_checkpoints(methods, results: Path) -> None:
+    """Copy the ``checkpoints`` folders of each method of this home into ``results`` (a
+    variant's), keeping their places (``<method>/phase1/checkpoints``, ...); one the target
+    already has is left as it is."""
+    from .paths import results_dir
+    for method in methods:
+        source = results_dir() / method
+        found = sorted(source.rglob("checkpoints"))
+        if not found:
+            raise FileNotFoundError(f"reuse={method!r}: {source} holds no training checkpoints to start from")
+        for ckpt in found:
+            target = results / ckpt.relative_to(results_dir())
+            if not target.exists():
+                shutil.copytree(ckpt, target)
+                print(f"variant starts with {ckpt.relative_to(results_dir())} (reloaded where its settings are unchanged)")
 
 
 PROCESSES_VAR = "AIDETECT_NUM_PROCESSES"   # engine.PROCESSES_VAR (not imported: the runner does not load torch)

@@ -145,3 +145,33 @@ def test_a_variant_runs_in_its_own_home_on_this_homes_data(tmp_path, monkeypatch
     for bad in ("", "../x", "a/b", ".hidden"):
         with pytest.raises(ValueError, match="plain folder name"):
             pipeline.variant_home(bad)
+
+
+def test_a_variant_reuses_only_the_checkpoints_it_is_asked_to(tmp_path, monkeypatch):
+    """run_variant(reuse=[method]): the method's checkpoint folders are copied into the variant
+    at their places (phase1/checkpoints, ...), nothing else of the published run is; a variant
+    that already holds a checkpoint keeps its own; a method without checkpoints is one clear error."""
+    d = tmp_path / "notebooks"
+    d.mkdir()
+    write_notebook(d / "04_m.ipynb", [parameters_cell(), nbformat.v4.new_code_cell(
+        "from aidetect_utils import paths\n"
+        "print(sorted(str(p.relative_to(paths.results_dir())) for p in paths.results_dir().rglob('*') if p.is_file()))")])
+    (d / "profiles.yaml").write_text(yaml.safe_dump({"defaults": {"04_m": {"prepared_dir": None}}, "smoke": {}}))
+    home = tmp_path / "home"
+    monkeypatch.setenv("AIDETECT_HOME", str(home))
+    published = home / "results" / "m"
+    for phase in ("phase1", "phase2"):
+        (published / phase / "checkpoints" / "last").mkdir(parents=True)
+        (published / phase / "checkpoints" / "last" / "state.json").write_text(phase)
+        (published / phase / "history.json").write_text("[]")
+    (published / "metrics.json").write_text("{}")
+    own = pipeline.variant_home("v") / "results" / "m" / "phase2" / "checkpoints" / "last"
+    own.mkdir(parents=True)
+    (own / "state.json").write_text("the variant's own")
+    got = pipeline.run_variant("04_m", "smoke", {}, "v", notebooks_dir=d, reuse=["m"])
+    files = sorted(str(p.relative_to(got)) for p in got.rglob("*") if p.is_file())
+    assert files == ["m/phase1/checkpoints/last/state.json", "m/phase2/checkpoints/last/state.json"]
+    assert (got / "m/phase1/checkpoints/last/state.json").read_text() == "phase1"
+    assert (own / "state.json").read_text() == "the variant's own"
+    with pytest.raises(FileNotFoundError, match="no training checkpoints"):
+        pipeline.run_variant("04_m", "smoke", {}, "w", notebooks_dir=d, reuse=["absent"])
