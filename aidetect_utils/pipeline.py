@@ -35,7 +35,7 @@ import yaml
 
 from . import params, publish, runlog
 from .images import one_line
-from .paths import project_root
+from .paths import project_root, results_dir
 
 
 def select(notebooks: list[Path], only: list[str] | None) -> list[Path]:
@@ -100,7 +100,7 @@ def run(profile: str = "smoke", only: list[str] | None = None, data: str | None 
     if unused:
         raise ValueError(f"-p {', '.join(unused)}: not a parameter of {', '.join(nb.stem for nb in notebooks)} "
                          "(see notebooks/profiles.yaml)")
-    out = out_dir or root / "results" / "notebooks" / profile
+    out = out_dir or results_dir() / "notebooks" / profile   # beside the results, in AIDETECT_HOME when it is set
     out.mkdir(parents=True, exist_ok=True)
     if data:
         os.environ["AIDETECT_CIFAKE"] = str(Path(data).expanduser().resolve())
@@ -184,7 +184,6 @@ def run_missing(notebooks: list[str], profile: str, kernel: str = "python3") -> 
 
 def variant_home(name: str) -> Path:
     """Where :func:`run_variant` keeps the variant ``name``: ``results/variants/<name>/``."""
-    from .paths import results_dir
     if not name or "/" in name or name.startswith("."):
         raise ValueError(f"a variant's name must be a plain folder name, got {name!r}")
     return results_dir() / "variants" / name
@@ -225,7 +224,6 @@ def _seed_checkpoints(methods, results: Path) -> None:
     """Copy the ``checkpoints`` folders of each method of this home into ``results`` (a
     variant's), keeping their places (``<method>/phase1/checkpoints``, ...); one the target
     already has is left as it is."""
-    from .paths import results_dir
     for method in methods:
         source = results_dir() / method
         found = sorted(source.rglob("checkpoints"))

@@ -329,7 +329,7 @@ def test_ctrl_c_is_one_line_exit_130_and_stops_the_kernel(tmp_path):
     said = [ln for ln in err.splitlines() if ln.startswith("[pipeline]")]
     assert proc.returncode == 130, (out, err)
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
-    copy = tmp_path.resolve() / "results" / "notebooks" / "smoke" / "01_long.ipynb"
+    copy = tmp_path.resolve() / "home" / "results" / "notebooks" / "smoke" / "01_long.ipynb"   # in the home, beside its results
     assert said == [f"[pipeline] interrupted in 01_long.ipynb (in cell In [3] `time.sleep(120)`): its kernel was "
                     "stopped; finished notebooks and saved checkpoints are kept (executed copy so far: "
                     f"{copy}); re-run the same command to resume"]
