@@ -224,16 +224,16 @@ def _seed_checkpoints(methods, results: Path) -> None:
     """Copy the ``checkpoints`` folders of each method of this home into ``results`` (a
     variant's), keeping their places (``<method>/phase1/checkpoints``, ...); one the target
     already has is left as it is."""
+    here = results_dir()
     for method in methods:
-        source = results_dir() / method
-        found = sorted(source.rglob("checkpoints"))
+        found = sorted((here / method).rglob("checkpoints"))
         if not found:
-            raise FileNotFoundError(f"reuse={method!r}: {source} holds no training checkpoints to start from")
+            raise FileNotFoundError(f"reuse={method!r}: {here / method} holds no training checkpoints to start from")
         for ckpt in found:
-            target = results / ckpt.relative_to(results_dir())
-            if not target.exists():
-                shutil.copytree(ckpt, target)
-                print(f"variant starts with {ckpt.relative_to(results_dir())} (reloaded where its settings are unchanged)")
+            place = ckpt.relative_to(here)
+            if not (results / place).exists():
+                shutil.copytree(ckpt, results / place)
+                print(f"variant starts with {place} (reloaded where its settings are unchanged)")
 
 
 PROCESSES_VAR = "AIDETECT_NUM_PROCESSES"   # engine.PROCESSES_VAR (not imported: the runner does not load torch)
